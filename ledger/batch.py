@@ -1,0 +1,196 @@
+"""Fast, vectorised validation of a whole batch of client records.
+
+The per-record validator in ``events`` is the definition; this module accepts a batch only when
+every record is already valid *and* in canonical form, checking it column by column with Arrow
+compute instead of value by value in Python. Anything else (including every invalid batch) goes
+through the per-record validator, which names each problem or normalises the values (offsets,
+upper-case hex, nulls, datetimes), and the normalised batch then passes here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .canonical import MAX_SAFE_INTEGER
+from .events import MAX_ID_LENGTH, MAX_LIST_ITEMS, MAX_TEXT_LENGTH, validate_batch
+from .schema import CLIENT_FIELDS, ENUMS, SEGMENT_SCHEMA, Kind
+
+__all__ = ["CheckedBatch", "check_batch", "normalise"]
+
+_CLIENT_NAMES = frozenset(f.name for f in CLIENT_FIELDS)
+_STRUCT = pa.struct(
+    [
+        pa.field(f.name, pa.string() if f.kind is Kind.TIME else SEGMENT_SCHEMA.field(f.name).type)
+        for f in CLIENT_FIELDS
+        if f.kind is not Kind.ATTRS
+    ]
+)
+_CANONICAL_TIME = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$"
+_ACTION = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
+_TEXT_KINDS = (Kind.ID, Kind.TEXT, Kind.ACTION, Kind.ENUM, Kind.HEX)
+_LIST_FIELDS = tuple(f.name for f in CLIENT_FIELDS if f.kind is Kind.TEXT_LIST)
+_ENUM_SETS = {name: pa.array(values) for name, values in ENUMS.items()}
+_INFERRED = tuple(
+    (f.name, SEGMENT_SCHEMA.field(f.name).type)
+    for f in CLIENT_FIELDS
+    if f.kind in (Kind.INT, Kind.TEXT_LIST)
+)
+
+
+@dataclass(frozen=True)
+class CheckedBatch:
+    """A valid batch in canonical form: its records and their client columns as Arrow."""
+
+    records: Sequence[dict[str, Any]]
+    columns: pa.Table
+    attrs_is_text: bool  # records hold attrs as canonical text (normalised) rather than objects
+
+
+def check_batch(records: Sequence[object], locations: Sequence[str] | None = None) -> CheckedBatch:
+    """Validate a batch (all or nothing), raising ValidationError that names record and field."""
+    checked = _fast_check(records, attrs_is_text=False)
+    if checked is not None:
+        return checked
+    return normalise(records, locations)
+
+
+def normalise(records: Sequence[object], locations: Sequence[str] | None = None) -> CheckedBatch:
+    """Validate record by record (naming every problem), then check the normalised batch."""
+    checked = _fast_check(validate_batch(records, locations), attrs_is_text=True)
+    if checked is None:  # pragma: no cover - the two validators disagree: a bug, not bad input
+        raise AssertionError("normalised batch failed the vectorised checks")
+    return checked
+
+
+def _fast_check(records: Sequence[object], attrs_is_text: bool) -> CheckedBatch | None:
+    if not all(type(r) is dict for r in records):
+        return None
+    dicts: Sequence[dict[str, Any]] = records  # type: ignore[assignment]
+    if not set().union(*dicts) <= _CLIENT_NAMES:
+        return None
+    attrs_texts: list[str | None] = []
+    for record in dicts:
+        attrs = record.get("attrs")
+        if attrs is None:
+            attrs_texts.append(None)
+        elif attrs_is_text:
+            attrs_texts.append(attrs)
+        else:
+            text = _attrs_text(attrs)
+            if text is None:
+                return None
+            attrs_texts.append(text)
+    try:
+        struct = pa.array(dicts, type=_STRUCT)
+        # Arrow would quietly truncate 1.5 to 1 and split "ab" into ["a", "b"]: infer these alone.
+        for name, wanted in _INFERRED:
+            inferred = pa.array([r.get(name) for r in dicts]).type
+            if inferred != wanted and inferred != pa.null():
+                return None
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
+    batch = pa.RecordBatch.from_struct_array(struct)
+    columns = {name: batch.column(name) for name in _STRUCT.names}
+    if not _columns_valid(columns):
+        return None
+    try:
+        for field in CLIENT_FIELDS:
+            if field.kind is Kind.TIME:
+                columns[field.name] = columns[field.name].cast(pa.timestamp("us", tz="UTC"))
+    except pa.ArrowException:
+        return None  # a canonical-looking time that is not a calendar date (e.g. Feb 30)
+    columns["attrs"] = pa.array(attrs_texts, pa.string())
+    table = pa.table(
+        [columns[f.name] for f in CLIENT_FIELDS], names=[f.name for f in CLIENT_FIELDS]
+    )
+    return CheckedBatch(dicts, table, attrs_is_text)
+
+
+def _attrs_text(attrs: object) -> str | None:
+    """Canonical text of attrs when orjson's bytes are RFC 8785's; None sends it the slow way."""
+    if type(attrs) is not dict or not _plain_json(attrs, 0):
+        return None
+    try:
+        text = orjson.dumps(attrs, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
+    if len(text) > 64 * 1024 or b"\xee" in text or b"\xef" in text:
+        return None  # over the limit, or member names UTF-16 may order differently
+    return text.decode("utf-8")
+
+
+def _plain_json(value: dict[str, Any] | list[Any], depth: int) -> bool:
+    """Strings, booleans, safe integers, objects and arrays only: no floats, no nulls."""
+    if depth > 64:
+        return False
+    items: Iterable[Any] = value.values() if type(value) is dict else value
+    for item in items:
+        kind: type = type(item)
+        if kind is str or kind is bool:
+            continue
+        if kind is int:
+            if -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                continue
+            return False
+        if (kind is dict or kind is list) and _plain_json(item, depth + 1):
+            continue
+        return False
+    return True
+
+
+def _columns_valid(columns: dict[str, pa.Array]) -> bool:
+    for field in CLIENT_FIELDS:
+        if field.kind is Kind.ATTRS:
+            continue
+        column = columns[field.name]
+        present = column.drop_null()
+        if field.required and column.null_count:
+            return False
+        if len(present) == 0:
+            continue
+        if field.kind in _TEXT_KINDS and not _text_valid(present, field.required):
+            return False
+        if field.kind is Kind.TEXT_LIST:
+            if pc.max(pc.list_value_length(present)).as_py() > MAX_LIST_ITEMS:
+                return False
+            items = pc.list_flatten(present)
+            if len(items) and not _text_valid(items, required=False):
+                return False
+        if not _kind_valid(field.kind, field.name, field.hex_length, present):
+            return False
+    return True
+
+
+def _text_valid(values: pa.Array, required: bool) -> bool:
+    lengths = pc.utf8_length(values)
+    if pc.max(lengths).as_py() > MAX_TEXT_LENGTH:
+        return False
+    if required and pc.min(lengths).as_py() == 0:
+        return False
+    return not pc.any(pc.match_substring(values, "\x00")).as_py()
+
+
+def _kind_valid(kind: Kind, name: str, hex_length: int, values: pa.Array) -> bool:
+    if kind is Kind.ID:
+        too_long = pc.max(pc.utf8_length(values)).as_py() > MAX_ID_LENGTH
+        return (
+            not too_long
+            and not pc.any(pc.match_substring_regex(values, r"[\x00-\x1f\x7f]")).as_py()
+        )
+    if kind is Kind.ACTION:
+        return bool(pc.all(pc.match_substring_regex(values, _ACTION)).as_py())
+    if kind is Kind.ENUM:
+        return bool(pc.all(pc.is_in(values, value_set=_ENUM_SETS[name])).as_py())
+    if kind is Kind.HEX:
+        return bool(pc.all(pc.match_substring_regex(values, f"^[0-9a-f]{{{hex_length}}}$")).as_py())
+    if kind is Kind.TIME:
+        return bool(pc.all(pc.match_substring_regex(values, _CANONICAL_TIME)).as_py())
+    if kind is Kind.INT:
+        return bool(pc.min(values).as_py() >= 0 and pc.max(values).as_py() <= MAX_SAFE_INTEGER)
+    return True

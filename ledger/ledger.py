@@ -1,0 +1,174 @@
+"""A ledger: a directory of writer logs. Appends go to this process's own writer log."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import orjson
+import pyarrow as pa
+
+from .errors import CorruptLedgerError, LedgerError, LedgerExistsError, LedgerNotFoundError
+from .layout import WriterLayout, try_lock, wal_tail
+from .receipts import Receipts
+from .schema import SEGMENT_SCHEMA
+from .segments import SegmentFile, fsync_dir, list_segments
+from .verify import VerifyReport, verify_ledger
+from .writer import WriterLog
+
+__all__ = ["FORMAT_VERSION", "Ledger", "LedgerInfo", "default_ledger_path"]
+
+FORMAT_VERSION = 1
+LEDGER_FILE = "ledger.json"
+
+
+def default_ledger_path() -> Path:
+    """``$CHAINSIGHT_LEDGER``, else ``./chainsight-ledger``."""
+    return Path(os.environ.get("CHAINSIGHT_LEDGER") or "chainsight-ledger")
+
+
+@dataclass(frozen=True)
+class LedgerInfo:
+    """What ledger.json records."""
+
+    ledger_id: str
+    format: int
+    created: float
+
+
+class Ledger:
+    """A hash-chained, tamper-evident event ledger stored as Parquet segments.
+
+    Reading needs no lock. The first append takes a writer log for this object: an idle one this
+    ledger created earlier, or a new one, so processes appending at once never share a log.
+    """
+
+    def __init__(self, root: Path, info: LedgerInfo) -> None:
+        self.root = root
+        self.info = info
+        self._writer: WriterLog | None = None
+
+    @property
+    def ledger_id(self) -> str:
+        """The ledger's id, part of every checkpoint origin."""
+        return self.info.ledger_id
+
+    @property
+    def writers_dir(self) -> Path:
+        """The directory holding one subdirectory per writer log."""
+        return self.root / "writers"
+
+    @classmethod
+    def init(cls, path: str | os.PathLike[str], ledger_id: str | None = None) -> Self:
+        """Create a new, empty ledger at ``path``."""
+        root = Path(path)
+        if (root / LEDGER_FILE).exists():
+            raise LedgerExistsError(f"a ledger already exists at {root}")
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "writers").mkdir(exist_ok=True)
+        info = LedgerInfo(ledger_id or secrets.token_hex(8), FORMAT_VERSION, time.time())
+        temp = root / f".{LEDGER_FILE}.tmp"
+        temp.write_bytes(orjson.dumps(info.__dict__))
+        os.replace(temp, root / LEDGER_FILE)
+        fsync_dir(root)
+        return cls(root, info)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, create: bool = False) -> Self:
+        """Open the ledger at ``path`` (default: ``default_ledger_path()``)."""
+        root = Path(path) if path is not None else default_ledger_path()
+        try:
+            raw = orjson.loads((root / LEDGER_FILE).read_bytes())
+        except FileNotFoundError:
+            if create:
+                return cls.init(root)
+            raise LedgerNotFoundError(
+                f"no ledger at {root} (create one with 'chainsight init')"
+            ) from None
+        except orjson.JSONDecodeError as err:
+            raise CorruptLedgerError(f"{root / LEDGER_FILE} is not valid JSON: {err}") from err
+        if raw.get("format") != FORMAT_VERSION:
+            raise LedgerError(f"{root} uses ledger format {raw.get('format')}, expected 1")
+        return cls(
+            root, LedgerInfo(str(raw["ledger_id"]), int(raw["format"]), float(raw["created"]))
+        )
+
+    # -- appending ----------------------------------------------------------------------------
+
+    def append(self, records: Iterable[object], locations: Sequence[str] | None = None) -> Receipts:
+        """Validate and durably append a batch (all or nothing); return a receipt per record."""
+        batch = records if isinstance(records, Sequence) else list(records)
+        return self.writer.append(batch, locations)
+
+    @property
+    def writer(self) -> WriterLog:
+        """This object's writer log, taken on first use."""
+        if self._writer is None:
+            self._writer = self._acquire_writer()
+        return self._writer
+
+    def _acquire_writer(self) -> WriterLog:
+        for layout in self.writer_layouts():
+            if layout.home_ledger() != self.ledger_id:
+                continue  # a log merged in from another ledger keeps its own appender there
+            fd = try_lock(layout.lock)
+            if fd is None:
+                continue
+            try:
+                return WriterLog(layout, fd)
+            except CorruptLedgerError:
+                continue  # leave a damaged log for 'verify' to report; append elsewhere
+        return WriterLog.create(self.writers_dir, self.ledger_id)
+
+    def flush(self) -> None:
+        """Write this process's WAL-resident events to Parquet segments."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and release this process's writer log."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def writer_layouts(self) -> list[WriterLayout]:
+        """Every writer log in the ledger, by id."""
+        try:
+            names = sorted(os.listdir(self.writers_dir))
+        except FileNotFoundError:
+            return []
+        return [WriterLayout(self.writers_dir / n) for n in names if not n.startswith(".")]
+
+    def segment_files(self) -> list[SegmentFile]:
+        """Every Parquet segment of every writer log."""
+        return [s for layout in self.writer_layouts() for s in list_segments(layout.segments)]
+
+    def verify(self, threads: int | None = None) -> VerifyReport:
+        """Recompute every hash and link of every writer log; report each problem found."""
+        return verify_ledger(self.writer_layouts(), threads)
+
+    def unflushed_table(self) -> pa.Table:
+        """Acknowledged events still only in WALs, as a table in the segment schema."""
+        tables = [t for layout in self.writer_layouts() if (t := wal_tail(layout)) is not None]
+        if not tables:
+            return SEGMENT_SCHEMA.empty_table()
+        return pa.concat_tables(tables)

@@ -1,0 +1,127 @@
+"""Parquet segments: one writer's contiguous seq range per file, written durably, compacted."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .schema import CLIENT_FIELDS, SEGMENT_SCHEMA, Kind
+
+__all__ = [
+    "SegmentFile",
+    "fsync_dir",
+    "list_segments",
+    "read_segment",
+    "rows_to_table",
+    "segment_name",
+    "write_segment",
+]
+
+_NAME = re.compile(r"(\d{20})-(\d{20})\.parquet\Z")
+ROW_GROUP_ROWS = 128 * 1024
+
+# Rows arrive as canonical JSON values; timestamps are RFC 3339 strings until cast.
+_ROW_STRUCT = pa.struct(
+    [
+        pa.field(f.name, pa.string() if f.type == pa.timestamp("us", tz="UTC") else f.type)
+        for f in SEGMENT_SCHEMA
+        if f.name not in ("prev_hash", "hash")
+    ]
+)
+_TIME_COLUMNS = (*(f.name for f in CLIENT_FIELDS if f.kind is Kind.TIME), "observed_time")
+
+
+@dataclass(frozen=True)
+class SegmentFile:
+    """A segment on disk and the seq range its name claims."""
+
+    path: Path
+    first_seq: int
+    last_seq: int
+
+    @property
+    def rows(self) -> int:
+        """How many events the name claims the file holds."""
+        return self.last_seq - self.first_seq + 1
+
+
+def segment_name(first_seq: int, last_seq: int) -> str:
+    """The file name of a segment holding seqs ``first_seq..last_seq``."""
+    return f"{first_seq:020d}-{last_seq:020d}.parquet"
+
+
+def list_segments(directory: Path) -> list[SegmentFile]:
+    """The segment files of a writer log, ordered by seq range (temp files ignored)."""
+    found = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        match = _NAME.match(name)
+        if match:
+            first, last = int(match.group(1)), int(match.group(2))
+            found.append(SegmentFile(directory / name, first, last))
+    return sorted(found, key=lambda s: (s.first_seq, s.last_seq))
+
+
+def rows_to_table(
+    rows: Sequence[dict[str, Any]], prev_hashes: Sequence[bytes], hashes: Sequence[bytes]
+) -> pa.Table:
+    """An Arrow table in the segment schema from canonical rows and their chain hashes."""
+    struct = pa.array(rows, type=_ROW_STRUCT)
+    batch = pa.RecordBatch.from_struct_array(struct)
+    columns = []
+    for field in SEGMENT_SCHEMA:
+        if field.name == "prev_hash":
+            columns.append(pa.array(prev_hashes, pa.binary(32)))
+        elif field.name == "hash":
+            columns.append(pa.array(hashes, pa.binary(32)))
+        elif field.name in _TIME_COLUMNS:
+            columns.append(batch.column(field.name).cast(field.type))
+        else:
+            columns.append(batch.column(field.name))
+    return pa.Table.from_arrays(columns, schema=SEGMENT_SCHEMA)
+
+
+def write_segment(directory: Path, table: pa.Table, first_seq: int) -> SegmentFile:
+    """Write a segment durably: temp file, fsync, rename, fsync the directory."""
+    last_seq = first_seq + table.num_rows - 1
+    final = directory / segment_name(first_seq, last_seq)
+    temp = directory / f".tmp-{final.name}"
+    pq.write_table(
+        table,
+        temp,
+        compression="zstd",
+        row_group_size=ROW_GROUP_ROWS,
+        write_statistics=True,
+    )
+    fd = os.open(temp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, final)
+    fsync_dir(directory)
+    return SegmentFile(final, first_seq, last_seq)
+
+
+def read_segment(segment: SegmentFile, columns: Sequence[str] | None = None) -> pa.Table:
+    """Read a segment (optionally only some columns)."""
+    return pq.read_table(segment.path, columns=list(columns) if columns else None)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a directory's entries (creations, renames, deletions) durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

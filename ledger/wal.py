@@ -1,0 +1,150 @@
+"""A writer log's write-ahead log: checksummed frames of canonical event lines, fsynced per batch.
+
+Frame layout (little endian)::
+
+    magic b"CSW1" | first_seq u64 | count u32 | payload_len u32 | crc32 u32 | payload
+
+``crc32`` covers the three numbers and the payload. The payload is the batch's canonical event
+bytes joined by newlines (canonical JSON never contains a raw newline). A frame that is short or
+fails its checksum is a torn write: it was never acknowledged, so it and everything after it is
+dropped on recovery.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["WalFrame", "WalScan", "WriteAheadLog", "scan_wal"]
+
+_MAGIC = b"CSW1"
+_HEADER = struct.Struct("<4sQIII")
+
+
+@dataclass(frozen=True)
+class WalFrame:
+    """One acknowledged batch: its first seq, and the canonical bytes of each event."""
+
+    first_seq: int
+    lines: tuple[bytes, ...]
+    offset: int
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the frame's last event."""
+        return self.first_seq + len(self.lines) - 1
+
+
+@dataclass(frozen=True)
+class WalScan:
+    """What a WAL file holds: its intact frames and where the intact part ends."""
+
+    frames: tuple[WalFrame, ...]
+    valid_length: int
+    file_length: int
+    damage: str = ""
+
+    @property
+    def torn(self) -> bool:
+        """Whether bytes after the last intact frame exist (a torn or damaged tail)."""
+        return self.valid_length < self.file_length
+
+
+def scan_wal(path: Path) -> WalScan:
+    """Read every intact frame of a WAL file, stopping at the first short or damaged one."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return WalScan((), 0, 0)
+    frames = []
+    offset = 0
+    damage = ""
+    for frame, end, problem in _frames(data):
+        if problem:
+            damage = problem
+            break
+        assert frame is not None
+        frames.append(frame)
+        offset = end
+    return WalScan(tuple(frames), offset, len(data), damage)
+
+
+def _frames(data: bytes) -> Iterator[tuple[WalFrame | None, int, str]]:
+    offset = 0
+    while offset < len(data):
+        if len(data) - offset < _HEADER.size:
+            yield None, offset, f"short frame header at byte {offset}"
+            return
+        magic, first_seq, count, length, crc = _HEADER.unpack_from(data, offset)
+        start = offset + _HEADER.size
+        payload = data[start : start + length]
+        if magic != _MAGIC:
+            yield None, offset, f"bad frame marker at byte {offset}"
+            return
+        if len(payload) < length:
+            yield None, offset, f"frame at byte {offset} is cut short"
+            return
+        if zlib.crc32(payload, zlib.crc32(data[offset + 4 : start - 4])) != crc:
+            yield None, offset, f"frame at byte {offset} fails its checksum"
+            return
+        lines = tuple(payload.split(b"\n")) if count else ()
+        if len(lines) != count:
+            yield None, offset, f"frame at byte {offset} holds {len(lines)} events, says {count}"
+            return
+        offset = start + length
+        yield WalFrame(first_seq, lines, start - _HEADER.size), offset, ""
+
+
+class WriteAheadLog:
+    """The append side of a writer's WAL; only the writer log's lock holder uses it."""
+
+    def __init__(self, path: Path) -> None:
+        existed = path.exists()
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._length = os.lseek(self._fd, 0, os.SEEK_END)
+        if not existed:
+            _fsync_dir(path.parent)
+
+    @property
+    def length(self) -> int:
+        """Bytes in the WAL."""
+        return self._length
+
+    def append(self, first_seq: int, lines: Sequence[bytes]) -> None:
+        """Write one frame and make it durable before returning."""
+        payload = b"\n".join(lines)
+        numbers = struct.pack("<QII", first_seq, len(lines), len(payload))
+        crc = zlib.crc32(payload, zlib.crc32(numbers))
+        header = _MAGIC + numbers + struct.pack("<I", crc)
+        try:
+            written = os.pwritev(self._fd, [header, payload], self._length)
+            if written != len(header) + len(payload):
+                raise OSError(f"short write to {self.path}")
+            os.fdatasync(self._fd)
+        except BaseException:
+            self.truncate(self._length)  # drop the unacknowledged partial frame
+            raise
+        self._length += written
+
+    def truncate(self, length: int = 0) -> None:
+        """Cut the WAL to ``length`` bytes, durably."""
+        os.ftruncate(self._fd, length)
+        os.fsync(self._fd)
+        self._length = length
+
+    def close(self) -> None:
+        """Release the file."""
+        os.close(self._fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

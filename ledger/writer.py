@@ -1,0 +1,424 @@
+"""A writer log's appender: one live process, a WAL fsynced per batch, Parquet segments.
+
+Appends go to the current WAL file. A flush rotates to a fresh WAL file and writes the old file's
+events to a Parquet segment on a background thread (Arrow releases the GIL while it encodes), then
+deletes the old WAL file; a crash at any point leaves either the WAL file or the segment, and
+recovery replays whatever the segments lack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .batch import CheckedBatch, check_batch, normalise
+from .canonical import format_micros
+from .errors import CorruptLedgerError, LedgerError, WriterBusyError
+from .hashing import ZERO_HASH
+from .idindex import IdIndex, id_keys
+from .layout import WriterLayout, new_writer_id, scan_wal_files, table_from_lines, try_lock
+from .receipts import Receipts
+from .schema import SEGMENT_SCHEMA
+from .segments import SegmentFile, fsync_dir, list_segments, read_segment, write_segment
+from .wal import WriteAheadLog
+
+__all__ = ["WriterLog"]
+
+FLUSH_ROWS = 256 * 1024
+FLUSH_WAL_BYTES = 96 * 1024 * 1024
+SMALL_SEGMENT_ROWS = 64 * 1024
+COMPACT_AT = 8
+_CANONICAL_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+Stored = tuple[int, bytes]  # (seq, hash) of an event already in the log
+
+
+class WriterLog:
+    """The append side of one writer log. Holds its lock from open to close."""
+
+    def __init__(self, layout: WriterLayout, lock_fd: int) -> None:
+        self.layout = layout
+        self.writer_id = layout.writer_id
+        self._lock_fd = lock_fd
+        self._state = threading.Lock()  # guards segments and index against the flush thread
+        self._segments: list[SegmentFile] = []
+        self._index: IdIndex | None = None
+        self._next_seq = 0
+        self._last_hash = ZERO_HASH
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._pending_ids: dict[str, Stored] = {}
+        self._retiring: list[Path] = []  # WAL files whose events the pending tables hold
+        self._inflight_ids: dict[str, Stored] = {}
+        self._flusher: threading.Thread | None = None
+        self._flush_error: BaseException | None = None
+        self._wal: WriteAheadLog | None = None
+        try:
+            self._recover()
+        except BaseException:
+            os.close(lock_fd)
+            raise
+
+    @classmethod
+    def create(cls, writers_dir: Path, ledger_id: str) -> WriterLog:
+        """Make a new writer log (it appears whole, by rename) and take its lock."""
+        writer_id = new_writer_id()
+        staging = writers_dir / f".new-{writer_id}"
+        staging.mkdir()
+        (staging / "segments").mkdir()
+        (staging / "wal").mkdir()
+        meta = {"writer_id": writer_id, "ledger_id": ledger_id, "created": time.time()}
+        (staging / "writer.json").write_bytes(orjson.dumps(meta))
+        fd = try_lock(staging / "LOCK")
+        if fd is None:  # pragma: no cover - nobody else knows the staging name
+            raise WriterBusyError(f"could not lock new writer log {writer_id}")
+        final = writers_dir / writer_id
+        os.replace(staging, final)
+        fsync_dir(writers_dir)
+        return cls(WriterLayout(final), fd)
+
+    @classmethod
+    def open(cls, layout: WriterLayout) -> WriterLog:
+        """Take an existing writer log's lock and recover it; WriterBusyError if it is held."""
+        fd = try_lock(layout.lock)
+        if fd is None:
+            raise WriterBusyError(f"writer log {layout.writer_id} is held by another process")
+        return cls(layout, fd)
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next appended event will get."""
+        return self._next_seq
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        self._finish_compaction()
+        for leftover in self.layout.segments.glob(".tmp-*"):
+            leftover.unlink()
+        self.layout.wal_dir.mkdir(exist_ok=True)
+        self._segments = list_segments(self.layout.segments)
+        expected = 0
+        for segment in self._segments:
+            if segment.first_seq != expected:
+                raise CorruptLedgerError(
+                    f"writer log {self.writer_id}: segments do not continue at seq {expected} "
+                    f"({segment.path.name}); run 'chainsight verify'"
+                )
+            expected = segment.last_seq + 1
+        self._next_seq = expected
+        if self._segments:
+            self._last_hash = self._last_segment_hash()
+        for path, scan in scan_wal_files(self.layout):
+            if scan.torn:  # a torn tail was never acknowledged
+                os.truncate(path, scan.valid_length)
+            unflushed = [f for f in scan.frames if f.last_seq >= self._next_seq]
+            if not unflushed:
+                path.unlink()
+                continue
+            for frame in unflushed:
+                if frame.first_seq != self._next_seq:
+                    raise CorruptLedgerError(
+                        f"writer log {self.writer_id}: {path.name} frame at byte {frame.offset} "
+                        f"starts at seq {frame.first_seq}, expected {self._next_seq}"
+                    )
+                table = table_from_lines(frame.lines, self._last_hash)
+                self._stage(
+                    table,
+                    table.column("event_id").to_pylist(),
+                    table.column("seq").to_pylist(),
+                    table.column("hash").to_pylist(),
+                )
+                self._last_hash = table.column("hash")[-1].as_py()
+                self._next_seq = frame.last_seq + 1
+            self._retiring.append(path)
+        fsync_dir(self.layout.wal_dir)
+        self._wal = WriteAheadLog(self.layout.wal_file(self._next_seq))
+
+    def _last_segment_hash(self) -> bytes:
+        last = self._segments[-1]
+        try:
+            parquet = pq.ParquetFile(last.path)
+            group = parquet.read_row_group(parquet.num_row_groups - 1, columns=["seq", "hash"])
+        except (OSError, pa.ArrowException) as err:
+            raise CorruptLedgerError(
+                f"writer log {self.writer_id}: cannot read {last.path.name}: {err}"
+            ) from err
+        seqs = group.column("seq").to_pylist()
+        if not seqs or seqs[-1] != last.last_seq:
+            raise CorruptLedgerError(
+                f"writer log {self.writer_id}: {last.path.name} does not end at seq {last.last_seq}"
+            )
+        value: bytes = group.column("hash")[-1].as_py()
+        return value
+
+    def _finish_compaction(self) -> None:
+        journal = self.layout.compaction_journal
+        if not journal.exists():
+            return
+        plan = orjson.loads(journal.read_bytes())
+        if (self.layout.segments / plan["merged"]).exists():
+            for name in plan["sources"]:
+                (self.layout.segments / name).unlink(missing_ok=True)
+        journal.unlink()
+        fsync_dir(self.layout.segments)
+        fsync_dir(self.layout.directory)
+
+    # -- appending ----------------------------------------------------------------------------
+
+    def append(self, records: Sequence[object], locations: Sequence[str] | None = None) -> Receipts:
+        """Validate and durably append a batch (all or nothing); return a receipt per record."""
+        self._raise_flush_error()
+        checked = check_batch(records, locations)
+        try:
+            return self._append_checked(checked)
+        except TypeError:
+            # orjson met a value Arrow accepted that JSON has no form for (bytes, str subclasses),
+            # or a null member: the record-by-record validator names or normalises it.
+            if checked.attrs_is_text:
+                raise
+            return self._append_checked(normalise(records, locations))
+
+    def _append_checked(self, checked: CheckedBatch) -> Receipts:
+        if self._wal is None:
+            raise LedgerError("the writer log is closed")
+        event_ids: list[str] = checked.columns.column("event_id").to_pylist()
+        originals = self._find_stored(event_ids)
+        seqs: list[int] = []
+        hashes: list[bytes] = []
+        duplicates: list[bool] = []
+        lines: list[bytes] = []
+        new_positions: list[int] = []
+        prev_hashes: list[bytes] = []
+        batch_seen: dict[str, int] = {}
+        prev = self._last_hash
+        first_seq = seq = self._next_seq
+        observed_micros = time.time_ns() // 1000
+        assigned = {"writer_id": self.writer_id, "observed_time": format_micros(observed_micros)}
+        attrs_is_text = checked.attrs_is_text
+        sha256 = hashlib.sha256
+        dumps = orjson.dumps
+        for position, record in enumerate(checked.records):
+            event_id = event_ids[position]
+            original = originals.get(event_id)
+            if original is None and event_id in batch_seen:
+                at = batch_seen[event_id]
+                original = (seqs[at], hashes[at])
+            if original is not None:
+                seqs.append(original[0])
+                hashes.append(original[1])
+                duplicates.append(True)
+                continue
+            row = {**record, **assigned}
+            row["seq"] = seq
+            if attrs_is_text and "attrs" in row:
+                row["attrs"] = orjson.Fragment(row["attrs"])
+            canonical = dumps(row, option=_CANONICAL_OPTIONS)
+            if not attrs_is_text and b'":null' in canonical:
+                raise TypeError("a null member")  # nulls mean "absent": normalise the batch
+            digest = sha256(prev + sha256(b"\x00" + canonical).digest()).digest()
+            lines.append(canonical)
+            new_positions.append(position)
+            prev_hashes.append(prev)
+            batch_seen[event_id] = position
+            seqs.append(seq)
+            hashes.append(digest)
+            duplicates.append(False)
+            prev = digest
+            seq += 1
+        if lines:
+            table = _segment_table(
+                checked.columns.take(pa.array(new_positions, pa.int64()))
+                if len(new_positions) != len(event_ids)
+                else checked.columns,
+                self.writer_id,
+                first_seq,
+                observed_micros,
+                (prev_hashes, [hashes[p] for p in new_positions]),
+            )
+            self._wal.append(first_seq, lines)  # durable from here on: acknowledge
+            new_ids = [event_ids[p] for p in new_positions]
+            self._stage(table, new_ids, range(first_seq, seq), [hashes[p] for p in new_positions])
+            self._last_hash = prev
+            self._next_seq = seq
+            if self._pending_rows >= FLUSH_ROWS or self._wal.length >= FLUSH_WAL_BYTES:
+                self.flush(wait=False)
+        return Receipts(self.writer_id, event_ids, seqs, hashes, duplicates)
+
+    def _stage(
+        self, table: pa.Table, ids: list[str], seqs: Sequence[int], hashes: list[bytes]
+    ) -> None:
+        self._pending_ids.update(zip(ids, zip(seqs, hashes, strict=True), strict=True))
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+
+    def _find_stored(self, event_ids: list[str]) -> dict[str, Stored]:
+        found: dict[str, Stored] = {}
+        for known in (self._pending_ids, self._inflight_ids):
+            if known:
+                found.update((i, known[i]) for i in event_ids if i in known)
+        with self._state:
+            if not self._segments:
+                return found
+            if self._index is None:
+                self._index = self._build_index()
+            maybe = self._index.maybe_contains(id_keys(event_ids))
+            candidates = [event_ids[i] for i in maybe.nonzero()[0] if event_ids[i] not in found]
+            if candidates:
+                found.update(self._lookup_flushed(candidates))
+        return found
+
+    def _build_index(self) -> IdIndex:
+        index = IdIndex()
+        for segment in self._segments:
+            column = read_segment(segment, ["event_id"]).column("event_id").combine_chunks()
+            index.add(id_keys(pl.Series(column)))
+        return index
+
+    def _lookup_flushed(self, event_ids: list[str]) -> dict[str, Stored]:
+        frame = (
+            pl.scan_parquet([str(s.path) for s in self._segments])
+            .filter(pl.col("event_id").is_in(event_ids))
+            .select("event_id", "seq", "hash")
+            .collect()
+        )
+        return {row[0]: (row[1], row[2]) for row in frame.iter_rows()}
+
+    # -- flushing -----------------------------------------------------------------------------
+
+    def flush(self, wait: bool = True) -> None:
+        """Move the WAL's events to a Parquet segment (on a background thread unless ``wait``)."""
+        self._join_flusher()
+        self._raise_flush_error()
+        if self._pending and self._wal is not None:
+            tables, retiring = self._pending, [*self._retiring, self._wal.path]
+            self._wal.close()
+            self._wal = WriteAheadLog(self.layout.wal_file(self._next_seq))
+            self._inflight_ids = self._pending_ids
+            self._pending, self._pending_rows, self._pending_ids, self._retiring = [], 0, {}, []
+            self._flusher = threading.Thread(
+                target=self._write_segment, args=(tables, retiring), daemon=True
+            )
+            self._flusher.start()
+        if wait:
+            self._join_flusher()
+            self._raise_flush_error()
+
+    def _write_segment(self, tables: list[pa.Table], retiring: list[Path]) -> None:
+        try:
+            table = pa.concat_tables(tables)
+            first_seq = table.column("seq")[0].as_py()
+            segment = write_segment(self.layout.segments, table, first_seq)
+            self._write_head(segment.last_seq, table.column("hash")[-1].as_py())
+            for path in retiring:
+                path.unlink()
+            fsync_dir(self.layout.wal_dir)
+            with self._state:
+                self._segments.append(segment)
+                if self._index is not None:
+                    self._index.add(id_keys(table.column("event_id").combine_chunks()))
+            self._inflight_ids = {}
+            self._compact()
+        except BaseException as err:  # kept for the appender: the events are safe in the WAL
+            self._flush_error = err
+
+    def _join_flusher(self) -> None:
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
+
+    def _raise_flush_error(self) -> None:
+        if self._flush_error is not None:
+            error, self._flush_error = self._flush_error, None
+            raise LedgerError(f"flushing writer log {self.writer_id} failed: {error}") from error
+
+    def _write_head(self, seq: int, digest: bytes) -> None:
+        temp = self.layout.directory / ".head.json.tmp"
+        with open(temp, "wb") as out:
+            out.write(orjson.dumps({"seq": seq, "hash": digest.hex()}))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, self.layout.head)
+        fsync_dir(self.layout.directory)
+
+    def _compact(self) -> None:
+        """Merge a run of small trailing segments into one, crash-safely (journal first)."""
+        small: list[SegmentFile] = []
+        for segment in reversed(self._segments):
+            if segment.rows >= SMALL_SEGMENT_ROWS:
+                break
+            small.insert(0, segment)
+        if len(small) < COMPACT_AT:
+            return
+        table = pa.concat_tables([read_segment(s) for s in small])
+        journal = self.layout.compaction_journal
+        plan = {
+            "merged": f"{small[0].first_seq:020d}-{small[-1].last_seq:020d}.parquet",
+            "sources": [s.path.name for s in small],
+        }
+        with open(journal, "wb") as out:
+            out.write(orjson.dumps(plan))
+            out.flush()
+            os.fsync(out.fileno())
+        fsync_dir(self.layout.directory)
+        merged = write_segment(self.layout.segments, table, small[0].first_seq)
+        with self._state:
+            for segment in small:
+                segment.path.unlink()
+            fsync_dir(self.layout.segments)
+            self._segments = [*self._segments[: len(self._segments) - len(small)], merged]
+        journal.unlink()
+        fsync_dir(self.layout.directory)
+
+    def close(self) -> None:
+        """Flush and release the writer log's lock."""
+        if self._wal is None:
+            return
+        try:
+            self.flush(wait=True)
+        finally:
+            self._join_flusher()
+            self._wal.close()
+            if self._wal.length == 0:
+                self._wal.path.unlink(missing_ok=True)
+            self._wal = None
+            os.close(self._lock_fd)
+
+
+def _segment_table(
+    client: pa.Table,
+    writer_id: str,
+    first_seq: int,
+    observed_micros: int,
+    chain: tuple[list[bytes], list[bytes]],
+) -> pa.Table:
+    """The segment rows of a batch's new events: client columns plus the ledger's own."""
+    count = client.num_rows
+    prev_hashes, hashes = chain
+    assigned = {
+        "writer_id": pa.array([writer_id] * count, pa.string()),
+        "seq": pa.array(range(first_seq, first_seq + count), pa.int64()),
+        "observed_time": pa.array([observed_micros] * count, pa.int64()).cast(
+            SEGMENT_SCHEMA.field("observed_time").type
+        ),
+        "prev_hash": pa.array(prev_hashes, pa.binary(32)),
+        "hash": pa.array(hashes, pa.binary(32)),
+    }
+    columns = [
+        assigned[name] if name in assigned else client.column(name) for name in SEGMENT_SCHEMA.names
+    ]
+    return pa.Table.from_arrays(columns, schema=SEGMENT_SCHEMA)
