@@ -1,0 +1,1 @@
+"""The service and command-line interfaces of Chainsight."""

@@ -1,0 +1,315 @@
+"""The ``chainsight`` command line: a thin layer over the ledger and query libraries.
+
+Exit codes: 0 ok, 1 a check failed (verification problems, rejected input, refused query),
+2 bad usage (unknown options, no ledger, unreadable input file).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from ledger import (
+    InputFormatError,
+    LedgerError,
+    LedgerExistsError,
+    LedgerNotFoundError,
+    ValidationError,
+    VerifyReport,
+)
+from ledger.batch import check_batch
+from ledger.inputs import FORMATS, read_chunks, spool_stdin
+from query import Ledger, QueryError, run_sql
+
+from .output import TABLE_FORMATS, print_records, print_table, write_table
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="chainsight",
+    help="Tamper-evident audit ledger for AI agents: ingest, verify, and query agent actions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+LedgerOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ledger",
+        help="Ledger directory [default: $CHAINSIGHT_LEDGER, else ./chainsight-ledger].",
+        show_default=False,
+    ),
+]
+FormatOption = Annotated[
+    str, typer.Option("--format", "-f", help="Output: table, json, jsonl or csv.")
+]
+
+T = TypeVar("T")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    """Run a command body, turning library errors into messages and exit codes."""
+    try:
+        return action()
+    except (LedgerNotFoundError, LedgerExistsError, InputFormatError) as err:
+        _fail(str(err), 2)
+    except ValidationError as err:
+        lines = [f"  {problem}" for problem in err.problems[: ValidationError.max_listed]]
+        if len(err.problems) > ValidationError.max_listed:
+            lines.append(f"  ... and {len(err.problems) - ValidationError.max_listed} more")
+        _fail("input rejected, nothing stored:\n" + "\n".join(lines), 1)
+    except (QueryError, LedgerError) as err:
+        _fail(str(err), 1)
+
+
+def _ledger_path(ledger: Path | None) -> Path:
+    return ledger or Path(os.environ.get("CHAINSIGHT_LEDGER") or "chainsight-ledger")
+
+
+def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
+    if fmt not in allowed:
+        _fail(f"--format must be one of: {', '.join(allowed)} (got {fmt!r})", 2)
+
+
+@app.command()
+def init(ledger: LedgerOption = None, format: FormatOption = "table") -> None:
+    """Create a new, empty ledger."""
+    _check_format(format, ("table", "json"))
+    created = _guarded(lambda: Ledger.init(_ledger_path(ledger)))
+    record = {"ledger": str(created.root), "ledger_id": created.ledger_id}
+    if format == "json":
+        print_records([record], "jsonl", console)
+    else:
+        console.print(f"Created ledger [bold]{created.ledger_id}[/] at {created.root}")
+
+
+@app.command()
+def ingest(
+    files: Annotated[
+        list[str],
+        typer.Argument(help="Event files (JSONL, JSON, Parquet, CSV; .gz ok) or - for stdin."),
+    ],
+    ledger: LedgerOption = None,
+    input_format: Annotated[
+        str | None,
+        typer.Option(
+            "--input-format", help=f"One of {', '.join(FORMATS)} [default: by file name]."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Events per durable batch.")] = 10_000,
+    format: FormatOption = "table",
+) -> None:
+    """Append events to the ledger. Each file is all or nothing: any bad record rejects it."""
+    _check_format(format, ("table", "json"))
+    if input_format is not None and input_format not in FORMATS:
+        _fail(f"--input-format must be one of: {', '.join(FORMATS)}", 2)
+
+    def run() -> dict[str, Any]:
+        started = time.perf_counter()
+        store = Ledger.open(_ledger_path(ledger))
+        totals = {"files": 0, "appended": 0, "duplicates": 0}
+        writer_id = ""
+        try:
+            for name in files:
+                path = spool_stdin() if name == "-" else Path(name)
+                try:
+                    _check_file(path, input_format, batch_size)
+                    for chunk in read_chunks(path, input_format, batch_size):
+                        receipts = store.append(chunk.records, chunk.locations)
+                        totals["appended"] += receipts.appended
+                        totals["duplicates"] += receipts.duplicates
+                        writer_id = receipts.writer_id
+                finally:
+                    if name == "-":
+                        path.unlink(missing_ok=True)
+                totals["files"] += 1
+        finally:
+            store.close()
+        return {
+            **totals,
+            "writer_id": writer_id,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+    summary = _guarded(run)
+    if format == "json":
+        print_records([summary], "jsonl", console)
+    else:
+        console.print(
+            f"Ingested {summary['appended']:,} events ({summary['duplicates']:,} already stored) "
+            f"from {summary['files']} file(s) into writer {summary['writer_id'] or '-'} "
+            f"in {summary['seconds']:.2f} s"
+        )
+
+
+def _check_file(path: Path, input_format: str | None, batch_size: int) -> None:
+    """Validate a whole file before storing any of it, so a bad record rejects all of it."""
+    problems = []
+    for chunk in read_chunks(path, input_format, batch_size):
+        problems.extend(chunk.unreadable)
+        readable = [i for i, r in enumerate(chunk.records) if r is not None]
+        if len(readable) != len(chunk.records):
+            records = [chunk.records[i] for i in readable]
+            locations = [chunk.locations[i] for i in readable]
+        else:
+            records, locations = chunk.records, chunk.locations
+        try:
+            check_batch(records, locations)
+        except ValidationError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise ValidationError(problems)
+
+
+@app.command()
+def verify(ledger: LedgerOption = None, format: FormatOption = "table") -> None:
+    """Recompute every hash and link; exit 1 and name writer, seq and file for each problem."""
+    _check_format(format, ("table", "json"))
+    report: VerifyReport = _guarded(lambda: Ledger.open(_ledger_path(ledger)).verify())
+    if format == "json":
+        print_records([_report_record(report)], "jsonl", console)
+    else:
+        _print_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _report_record(report: VerifyReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "events": report.events,
+        "writers": [w.__dict__ for w in report.writers],
+        "problems": [p.__dict__ for p in report.problems],
+        "notes": list(report.notes),
+        "seconds": round(report.seconds, 3),
+    }
+
+
+def _print_report(report: VerifyReport) -> None:
+    rate = report.events / report.seconds if report.seconds else 0.0
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    for problem in report.problems:
+        console.print(f"[bold red]FAIL[/] {problem}", highlight=False, soft_wrap=True)
+    verdict = (
+        "[bold green]OK[/]" if report.ok else f"[bold red]{len(report.problems)} problem(s)[/]"
+    )
+    console.print(
+        f"{verdict}: {report.events:,} events in {len(report.writers)} writer log(s) verified "
+        f"in {report.seconds:.2f} s ({rate:,.0f} events/s)"
+    )
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One read-only SQL query (SELECT / WITH).")],
+    ledger: LedgerOption = None,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help=f"Output: {', '.join(TABLE_FORMATS)}.")
+    ] = "table",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to FILE.")] = None,
+    dialect: Annotated[
+        str, typer.Option(help="SQL dialect of QUERY (spark, postgres, ...).")
+    ] = "duckdb",
+    max_rows: Annotated[int, typer.Option(help="Row limit; truncation is reported.")] = 100_000,
+    timeout: Annotated[float, typer.Option(help="Seconds before the query is interrupted.")] = 60.0,
+) -> None:
+    """Answer a read-only SQL query over the views events, events_raw and writers."""
+    _check_format(format, TABLE_FORMATS)
+    result = _guarded(
+        lambda: run_sql(Ledger.open(_ledger_path(ledger)), query, dialect, max_rows, timeout)
+    )
+    if format == "table":
+        print_table(result.table, console)
+    else:
+        try:
+            write_table(result.table, format, out)
+        except ValueError as err:
+            _fail(str(err), 2)
+    if result.truncated:
+        errors.print(f"[yellow]note:[/] output truncated at {max_rows:,} rows (--max-rows)")
+
+
+@app.command()
+def demo(
+    ledger: Annotated[
+        Path, typer.Option("--ledger", help="Where to build the demo ledger.")
+    ] = Path("demo-ledger"),
+    events: Annotated[
+        Path | None, typer.Option(help="Events file [default: the bundled sample].")
+    ] = None,
+) -> None:
+    """Build a fresh ledger from the bundled sample, verify it, and summarise it."""
+    source = events or _bundled_sample()
+    if (ledger / "ledger.json").exists():
+        shutil.rmtree(ledger)
+    elif ledger.exists() and any(ledger.iterdir()):
+        _fail(f"{ledger} exists and is not a ledger; choose another --ledger", 2)
+    console.rule("[bold]Chainsight demo")
+    _guarded(lambda: Ledger.init(ledger))
+    console.print(f"1. created ledger at {ledger}")
+    ingest([str(source)], ledger=ledger)
+    console.print("2. verifying every hash and link")
+    report = _guarded(lambda: Ledger.open(ledger).verify())
+    _print_report(report)
+    store = Ledger.open(ledger)
+    console.print("3. what the agents did (sql over the events view)")
+    for title, query in _DEMO_QUERIES:
+        print_table(_guarded(lambda q=query: store.sql(q)), console, title=title)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+_DEMO_QUERIES = (
+    (
+        "Events by category",
+        "SELECT category, count(*) AS events FROM events GROUP BY 1 ORDER BY 2 DESC",
+    ),
+    (
+        "Most active agents",
+        "SELECT agent_id, count(*) AS events, count(DISTINCT session_id) AS sessions, "
+        "sum(CASE WHEN outcome <> 'success' THEN 1 ELSE 0 END) AS not_successful "
+        "FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT 8",
+    ),
+    (
+        "External sends after reading sensitive data, same session",
+        "SELECT s.session_id, s.agent_id, s.resource AS read, n.destination AS sent_to, "
+        "n.time - s.time AS after FROM events s JOIN events n "
+        "ON n.session_id = s.session_id AND n.time > s.time "
+        "AND n.time <= s.time + INTERVAL 30 MINUTE "
+        "WHERE s.sensitivity IN ('confidential', 'restricted') AND s.outcome = 'success' "
+        "AND n.category = 'network' AND n.external AND n.outcome = 'success' "
+        "ORDER BY s.time LIMIT 8",
+    ),
+)
+
+
+def _bundled_sample() -> Path:
+    import sample_data
+
+    return Path(sample_data.__file__).parent / "sample" / "events.jsonl.gz"
+
+
+def main() -> None:
+    """Entry point of the ``chainsight`` console script."""
+    try:
+        app()
+    except BrokenPipeError:  # e.g. piped into head
+        sys.stderr.close()
+        sys.exit(0)

@@ -1,0 +1,5 @@
+"""``python -m chainsight``: the command line."""
+
+from api.cli import main
+
+main()
