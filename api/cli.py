@@ -11,6 +11,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -22,6 +23,7 @@ from ledger import (
     LedgerError,
     LedgerExistsError,
     LedgerNotFoundError,
+    Problem,
     ValidationError,
     VerifyReport,
 )
@@ -160,7 +162,7 @@ def ingest(
 
 def _check_file(path: Path, input_format: str | None, batch_size: int) -> None:
     """Validate a whole file before storing any of it, so a bad record rejects all of it."""
-    problems = []
+    problems: list[Problem] = []
     for chunk in read_chunks(path, input_format, batch_size):
         problems.extend(chunk.unreadable)
         readable = [i for i, r in enumerate(chunk.records) if r is not None]
@@ -271,7 +273,7 @@ def demo(
     store = Ledger.open(ledger)
     console.print("3. what the agents did (sql over the events view)")
     for title, query in _DEMO_QUERIES:
-        print_table(_guarded(lambda q=query: store.sql(q)), console, title=title)
+        print_table(_guarded(partial(store.sql, query)), console, title=title)
     if not report.ok:
         raise typer.Exit(1)
 

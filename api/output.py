@@ -34,7 +34,7 @@ def json_default(value: object) -> object:
 
 
 def _json_ready(table: pa.Table) -> list[dict[str, Any]]:
-    rows = table.to_pylist()
+    rows: list[dict[str, Any]] = table.to_pylist()
     json_columns = [f.name for f in table.schema if f.name == "attrs" or "json" in str(f.type)]
     for row in rows:
         for name in json_columns:

@@ -36,6 +36,7 @@ _ACTION = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 _TEXT_KINDS = (Kind.ID, Kind.TEXT, Kind.ACTION, Kind.ENUM, Kind.HEX)
 _LIST_FIELDS = tuple(f.name for f in CLIENT_FIELDS if f.kind is Kind.TEXT_LIST)
 _ENUM_SETS = {name: pa.array(values) for name, values in ENUMS.items()}
+_EMPTY_LISTS = pa.list_(pa.null())  # what Arrow infers when every list is empty
 _INFERRED = tuple(
     (f.name, SEGMENT_SCHEMA.field(f.name).type)
     for f in CLIENT_FIELDS
@@ -91,7 +92,7 @@ def _fast_check(records: Sequence[object], attrs_is_text: bool) -> CheckedBatch 
         # Arrow would quietly truncate 1.5 to 1 and split "ab" into ["a", "b"]: infer these alone.
         for name, wanted in _INFERRED:
             inferred = pa.array([r.get(name) for r in dicts]).type
-            if inferred != wanted and inferred != pa.null():
+            if inferred not in (wanted, pa.null(), _EMPTY_LISTS):
                 return None
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
         return None

@@ -2,16 +2,17 @@
 
 Verification hashes what a query reads: this expression turns a segment's columns back into the
 RFC 8785 text the writer hashed, so a change to any stored column changes the recomputed hash.
-It is built as a sqlglot expression and run by DuckDB (vectorised, on every core).
+It is built as a sqlglot expression and run by DuckDB (vectorised).
 """
 
 from __future__ import annotations
 
+import duckdb
 import sqlglot.expressions as exp
 
 from .schema import CANONICAL_FIELDS, Kind
 
-__all__ = ["canonical_sql", "leaf_hash_sql"]
+__all__ = ["MACROS", "canonical_sql", "install_macros", "json_string_sql"]
 
 # RFC 8785 escapes: the short forms, and \u00xx in lower case for the other control characters.
 _SHORT_ESCAPES = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"}
@@ -54,6 +55,35 @@ def json_string_sql(value: exp.Expr) -> exp.Expr:
     )
 
 
+_JSON_STRING = "chainsight_json_string"
+
+
+def _json_string_macro() -> exp.Create:
+    parameter = exp.to_identifier("value")
+    return exp.Create(
+        this=exp.UserDefinedFunction(
+            this=exp.to_table(_JSON_STRING), expressions=[parameter], wrapped=True
+        ),
+        kind="MACRO",
+        expression=json_string_sql(exp.column(parameter)),
+        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+    )
+
+
+MACROS: tuple[exp.Create, ...] = (_json_string_macro(),)
+"""Temporary macros the canonical expression calls; ``install_macros`` creates them."""
+
+
+def install_macros(connection: duckdb.DuckDBPyConnection) -> None:
+    """Create the macros ``canonical_sql`` relies on in a DuckDB connection."""
+    for macro in MACROS:
+        connection.execute(macro.sql("duckdb"))
+
+
+def _json_string(value: exp.Expr) -> exp.Expr:
+    return exp.Anonymous(this=_JSON_STRING, expressions=[value])
+
+
 def _member_value(kind: Kind, column: exp.Column) -> exp.Expr:
     if kind is Kind.TIME:
         micros = exp.func("make_timestamp", exp.func("epoch_us", column))
@@ -67,14 +97,17 @@ def _member_value(kind: Kind, column: exp.Column) -> exp.Expr:
         return column
     if kind is Kind.TEXT_LIST:
         item = exp.to_identifier("item")
-        lambda_ = exp.Lambda(this=json_string_sql(exp.column(item)), expressions=[item])
+        lambda_ = exp.Lambda(this=_json_string(exp.column(item)), expressions=[item])
         items = exp.func("array_to_string", exp.func("list_transform", column, lambda_), _str(","))
         return _concat(_str("["), items, _str("]"))
-    return json_string_sql(column)
+    return _json_string(column)
 
 
 def canonical_sql(table: str | None = None) -> exp.Expr:
-    """An expression yielding each row's canonical JSON text (VARCHAR)."""
+    """Each row's canonical JSON as a BLOB prefixed by 0x00: the input of its leaf hash.
+
+    Needs ``install_macros`` on the connection.
+    """
     members = [
         _concat(_str(f'"{field.name}":'), _member_value(field.kind, exp.column(field.name, table)))
         for field in CANONICAL_FIELDS
@@ -82,14 +115,9 @@ def canonical_sql(table: str | None = None) -> exp.Expr:
     # Anonymous: sqlglot would otherwise rewrite concat_ws to propagate NULLs, and DuckDB's
     # skipping of NULL members is exactly how an absent field drops out.
     joined = exp.Anonymous(this="concat_ws", expressions=[_str(","), *members])
-    return _concat(_str("{"), joined, _str("}"))
-
-
-def leaf_hash_sql(canonical: exp.Expr) -> exp.Expr:
-    """SHA-256(0x00 || canonical) as a 32-byte BLOB."""
-    prefixed = exp.DPipe(
+    text = _concat(_str("{"), joined, _str("}"))
+    return exp.DPipe(
         this=exp.cast(_str("\\x00"), exp.DataType.build("BLOB")),
-        expression=exp.Anonymous(this="encode", expressions=[canonical]),
+        expression=exp.Anonymous(this="encode", expressions=[text]),
         safe=False,
     )
-    return exp.func("unhex", exp.func("sha256", prefixed))

@@ -57,7 +57,9 @@ def detect_format(path: Path) -> str:
 
 
 def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    if path.suffix == ".gz":
+        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
 
 
 def _sniff_json_array(path: Path) -> bool:
@@ -68,8 +70,7 @@ def _sniff_json_array(path: Path) -> bool:
 
 def spool_stdin() -> Path:
     """Copy standard input to a temporary file so it can be read twice (check, then append)."""
-    spool = tempfile.NamedTemporaryFile(prefix="chainsight-stdin-", delete=False)
-    with spool:
+    with tempfile.NamedTemporaryFile(prefix="chainsight-stdin-", delete=False) as spool:
         shutil.copyfileobj(sys.stdin.buffer, spool)
     return Path(spool.name)
 
@@ -138,7 +139,7 @@ def _parquet(path: Path, chunk_size: int) -> Iterator[Chunk]:
         raise InputFormatError(f"{path}: not a readable Parquet file ({err})") from None
     first = 0
     for batch in parquet.iter_batches(batch_size=chunk_size):
-        records = [_from_parquet_row(row) for row in batch.to_pylist()]
+        records: list[object] = [_from_parquet_row(row) for row in batch.to_pylist()]
         locations = [f"row {first + i}" for i in range(len(records))]
         yield Chunk(records, locations, first)
         first += len(records)
@@ -150,10 +151,11 @@ def _from_parquet_row(row: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if isinstance(value, datetime) and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)  # Parquet timestamps without a zone are UTC
+            record[name] = value.replace(tzinfo=UTC)  # Parquet timestamps without a zone are UTC
         elif name == "attrs" and isinstance(value, str):
-            value = _json_or_text(value)
-        record[name] = value
+            record[name] = _json_or_text(value)
+        else:
+            record[name] = value
     return record
 
 

@@ -162,9 +162,9 @@ class Ledger:
         """Every Parquet segment of every writer log."""
         return [s for layout in self.writer_layouts() for s in list_segments(layout.segments)]
 
-    def verify(self, threads: int | None = None) -> VerifyReport:
+    def verify(self, workers: int | None = None) -> VerifyReport:
         """Recompute every hash and link of every writer log; report each problem found."""
-        return verify_ledger(self.writer_layouts(), threads)
+        return verify_ledger(self.writer_layouts(), workers)
 
     def unflushed_table(self) -> pa.Table:
         """Acknowledged events still only in WALs, as a table in the segment schema."""

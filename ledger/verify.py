@@ -1,15 +1,21 @@
 """Verification of a ledger: every stored column, every link, every segment, the WAL and head.
 
-Each segment is checked by one DuckDB query that rebuilds every row's canonical bytes from its
-typed columns (``canonical_sql``), recomputes the leaf and chained hashes, and compares them and
-the seq and prev_hash links with what is stored; only failing rows come back to Python.
+Each segment is checked on its own (in parallel worker processes for large ledgers): DuckDB
+rebuilds every row's canonical bytes from its typed columns (``canonical_sql``), then the leaf and
+chained hashes are recomputed (hashlib) and compared with the stored ones, and each row's seq,
+writer and prev_hash link checked. The segments' ends are then linked writer log by writer log.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 
 import duckdb
 import orjson
@@ -18,13 +24,13 @@ import pyarrow.parquet as pq
 import sqlglot
 import sqlglot.expressions as exp
 
-from .canonical_sql import canonical_sql, leaf_hash_sql
+from .canonical_sql import canonical_sql, install_macros
 from .hashing import ZERO_HASH, chain_hash, leaf_hash
 from .layout import WriterLayout, read_head, scan_wal_files, try_lock
 from .schema import SEGMENT_SCHEMA
 from .segments import SegmentFile, list_segments
 
-__all__ = ["Problem", "VerifyReport", "WriterSummary", "verify_ledger", "verify_writer"]
+__all__ = ["Problem", "VerifyReport", "WriterSummary", "check_segment", "verify_ledger"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,18 @@ class VerifyReport:
         return sum(w.events for w in self.writers)
 
 
+@dataclass(frozen=True)
+class SegmentCheck:
+    """What checking one segment on its own found (a worker process's answer)."""
+
+    rows: int
+    first_prev_hash: bytes | None
+    last_hash: bytes | None
+    failing: tuple[tuple[int, int, bool, bool, bool, bool], ...] = ()
+    error_code: str = ""
+    error: str = ""
+
+
 @dataclass
 class _Cursor:
     """Where a writer log's walk has reached: next expected seq and the hash before it."""
@@ -88,39 +106,48 @@ class _Cursor:
     segment_ends: dict[int, bytes] = field(default_factory=dict)
 
 
-def verify_ledger(writer_layouts: list[WriterLayout], threads: int | None = None) -> VerifyReport:
-    """Verify every writer log of a ledger."""
+PARALLEL_FROM_ROWS = 400_000
+MAX_REPORTED_ROWS = 1000
+
+
+def verify_ledger(writer_layouts: list[WriterLayout], workers: int | None = None) -> VerifyReport:
+    """Verify every writer log of a ledger, checking segments in parallel when it pays."""
     started = time.perf_counter()
+    notes: list[str] = []
+    plans = [(layout, _segments_in_force(layout, notes)) for layout in writer_layouts]
+    jobs = [(str(s.path), s.first_seq, layout.writer_id) for layout, segs in plans for s in segs]
+    total_rows = sum(s.rows for _, segs in plans for s in segs)
+    workers = workers or os.cpu_count() or 1
+    if workers > 1 and len(jobs) > 1 and total_rows >= PARALLEL_FROM_ROWS:
+        context = get_context("forkserver")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+            checks = list(pool.map(_check_segment_job, jobs))
+    else:
+        checks = [check_segment(*job) for job in jobs]
+    results = dict(zip((job[0] for job in jobs), checks, strict=True))
     problems: list[Problem] = []
     writers: list[WriterSummary] = []
-    notes: list[str] = []
-    connection = duckdb.connect(config={"threads": threads} if threads else {})
-    try:
-        for layout in writer_layouts:
-            summary, found, said = verify_writer(layout, connection)
-            writers.append(summary)
-            problems.extend(found)
-            notes.extend(said)
-    finally:
-        connection.close()
-    return VerifyReport(
-        tuple(problems), tuple(writers), tuple(notes), time.perf_counter() - started
-    )
+    for layout, segments in plans:
+        summary, found = _verify_writer(layout, segments, results, notes)
+        writers.append(summary)
+        problems.extend(found)
+    elapsed = time.perf_counter() - started
+    return VerifyReport(tuple(problems), tuple(writers), tuple(notes), elapsed)
 
 
-def verify_writer(
-    layout: WriterLayout, connection: duckdb.DuckDBPyConnection
-) -> tuple[WriterSummary, list[Problem], list[str]]:
-    """Verify one writer log; return its summary, problems, and notes (benign findings)."""
+def _verify_writer(
+    layout: WriterLayout,
+    segments: list[SegmentFile],
+    results: dict[str, SegmentCheck],
+    notes: list[str],
+) -> tuple[WriterSummary, list[Problem]]:
     writer_id = layout.writer_id
     problems: list[Problem] = []
-    notes: list[str] = []
     cursor = _Cursor()
-    segments = _segments_in_force(layout, notes)
     for segment in segments:
-        problems.extend(_check_segment(writer_id, segment, cursor, connection))
+        problems.extend(_link_segment(writer_id, segment, results[str(segment.path)], cursor))
     wal_events = _check_wal(layout, cursor, problems, notes)
-    problems.extend(_check_head(layout, cursor, segments, connection))
+    problems.extend(_check_head(layout, cursor, segments))
     summary = WriterSummary(
         writer_id,
         cursor.events,
@@ -129,7 +156,7 @@ def verify_writer(
         cursor.next_seq - 1 if cursor.next_seq else None,
         cursor.last_hash.hex() if cursor.last_hash else "",
     )
-    return summary, problems, notes
+    return summary, problems
 
 
 def _segments_in_force(layout: WriterLayout, notes: list[str]) -> list[SegmentFile]:
@@ -148,12 +175,10 @@ def _segments_in_force(layout: WriterLayout, notes: list[str]) -> list[SegmentFi
     return segments
 
 
-def _check_segment(
-    writer_id: str,
-    segment: SegmentFile,
-    cursor: _Cursor,
-    connection: duckdb.DuckDBPyConnection,
+def _link_segment(
+    writer_id: str, segment: SegmentFile, check: SegmentCheck, cursor: _Cursor
 ) -> Iterator[Problem]:
+    """Place one checked segment in its writer log's sequence and report what is wrong."""
     name = segment.path.name
     if segment.first_seq < cursor.next_seq:
         yield Problem(
@@ -175,37 +200,36 @@ def _check_segment(
             cursor.next_seq,
         )
         cursor.last_hash = None
-    try:
-        schema = pq.read_schema(segment.path)
-    except (OSError, pa.ArrowException) as err:
-        yield Problem(writer_id, "unreadable-segment", f"cannot be read as Parquet: {err}", name)
-        cursor.next_seq, cursor.last_hash = segment.last_seq + 1, None
+    cursor.next_seq = segment.last_seq + 1
+    if check.error_code:
+        yield Problem(writer_id, check.error_code, check.error, name)
+        cursor.last_hash = None
         return
-    if not schema.remove_metadata().equals(SEGMENT_SCHEMA):
-        yield Problem(writer_id, "schema-changed", _schema_difference(schema), name)
-        cursor.next_seq, cursor.last_hash = segment.last_seq + 1, None
-        return
-    try:
-        rows, bad, last_hash = _run_checks(segment, writer_id, cursor.last_hash, connection)
-    except duckdb.Error as err:
-        yield Problem(writer_id, "unreadable-segment", f"cannot be read: {err}", name)
-        cursor.next_seq, cursor.last_hash = segment.last_seq + 1, None
-        return
-    if rows != segment.rows:
+    if check.rows != segment.rows:
         yield Problem(
             writer_id,
             "row-count",
-            f"holds {rows} rows but its name claims seqs {segment.first_seq}..{segment.last_seq} "
-            f"({segment.rows} rows): rows were deleted or inserted",
+            f"holds {check.rows} rows but its name claims seqs {segment.first_seq}.."
+            f"{segment.last_seq} ({segment.rows} rows): rows were deleted or inserted",
             name,
         )
-    for failing in bad:
+    known = cursor.last_hash is not None
+    if known and check.rows and check.first_prev_hash != cursor.last_hash:
+        yield Problem(
+            writer_id,
+            "chain-broken",
+            "row 0: prev_hash does not equal the last hash of the previous segment "
+            "(events between them were removed, inserted or rewritten)",
+            name,
+            segment.first_seq,
+        )
+    for failing in check.failing:
         yield from _row_problems(writer_id, segment, failing)
-    cursor.events += rows
-    cursor.next_seq = segment.last_seq + 1
-    cursor.last_hash = last_hash if rows == segment.rows else None
-    if last_hash is not None:
-        cursor.segment_ends[segment.last_seq] = last_hash
+    cursor.events += check.rows
+    whole = check.rows == segment.rows and not check.failing
+    cursor.last_hash = check.last_hash if whole else None
+    if check.last_hash is not None:
+        cursor.segment_ends[segment.last_seq] = check.last_hash
 
 
 def _schema_difference(schema: pa.Schema) -> str:
@@ -226,63 +250,117 @@ def _schema_difference(schema: pa.Schema) -> str:
     return "segment schema differs from the ledger's: " + "; ".join(parts)
 
 
-# Constant SQL, parsed once; LEAF_HASH is replaced by the canonical-bytes expression, and every
+# Constant SQL, parsed once; CANONICAL is replaced by the canonical-bytes expression, and every
 # value is a bound parameter.
-_ROW_CHECKS = sqlglot.parse_one(
+_ROWS = sqlglot.parse_one(
     """
-    SELECT row, seq, seq_ok, writer_ok, hash_ok, link_ok FROM (
-      SELECT
-        file_row_number AS row,
-        seq,
-        coalesce(seq = $first_seq + file_row_number, false) AS seq_ok,
-        coalesce(writer_id = $writer_id, false) AS writer_ok,
-        coalesce(hash = unhex(sha256(prev_hash || LEAF_HASH)), false) AS hash_ok,
-        coalesce(
-          prev_hash = coalesce(lag(hash) OVER (ORDER BY file_row_number), $start_hash),
-          file_row_number = 0 AND $start_hash IS NULL
-        ) AS link_ok
-      FROM read_parquet($path, file_row_number = true)
-    ) AS checked
-    WHERE NOT (seq_ok AND writer_ok AND hash_ok AND link_ok)
-    ORDER BY row
-    LIMIT $max_reported
+    SELECT
+      CANONICAL AS leaf_input,
+      prev_hash,
+      hash,
+      seq,
+      coalesce(seq = $first_seq + file_row_number, false) AS seq_ok,
+      coalesce(writer_id = $writer_id, false) AS writer_ok
+    FROM read_parquet($path, file_row_number = true)
     """,
     read="duckdb",
 ).transform(
     lambda node: (
-        leaf_hash_sql(canonical_sql())
-        if isinstance(node, exp.Column) and node.name == "LEAF_HASH"
-        else node
+        canonical_sql() if isinstance(node, exp.Column) and node.name == "CANONICAL" else node
     )
 )
-_SEGMENT_END = sqlglot.parse_one(
-    "SELECT count(*), arg_max(hash, file_row_number) "
-    "FROM read_parquet($path, file_row_number = true)",
-    read="duckdb",
-)
-MAX_REPORTED_ROWS = 1000
+_worker_connections: dict[str, duckdb.DuckDBPyConnection] = {}
 
 
-def _run_checks(
-    segment: SegmentFile,
-    writer_id: str,
-    start_hash: bytes | None,
-    connection: duckdb.DuckDBPyConnection,
-) -> tuple[int, list[tuple[int, int, bool, bool, bool, bool]], bytes | None]:
-    """Run the per-row checks of one segment; return its row count, failing rows, last hash."""
-    failing = connection.execute(
-        _ROW_CHECKS.sql("duckdb"),
-        {
-            "path": str(segment.path),
-            "first_seq": segment.first_seq,
-            "writer_id": writer_id,
-            "start_hash": start_hash,
-            "max_reported": MAX_REPORTED_ROWS,
-        },
-    ).fetchall()
-    end = connection.execute(_SEGMENT_END.sql("duckdb"), {"path": str(segment.path)}).fetchone()
-    rows, last_hash = (int(end[0]), end[1]) if end else (0, None)
-    return rows, failing, bytes(last_hash) if last_hash is not None else None
+@functools.cache
+def _rows_sql() -> str:
+    return _ROWS.sql("duckdb")
+
+
+# Keep freed memory for the next batch: on VMs that hand free pages back to the host, touching
+# fresh pages again costs more than the hashing itself.
+_WORKER_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "threads": 1,
+    "allocator_flush_threshold": "4GB",
+    "allocator_bulk_deallocation_flush_threshold": "4GB",
+}
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    """This process's checking connection: workers check many segments each."""
+    connection = _worker_connections.get("rows")
+    if connection is None:
+        connection = _worker_connections["rows"] = duckdb.connect(config=_WORKER_CONFIG)
+        install_macros(connection)
+    return connection
+
+
+def _check_segment_job(job: tuple[str, int, str]) -> SegmentCheck:
+    return check_segment(*job)
+
+
+def check_segment(path: str, first_seq: int, writer_id: str) -> SegmentCheck:
+    """Check one segment on its own: every row's hash, seq, writer and link to the row before."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as err:
+        return SegmentCheck(0, None, None, (), "unreadable-segment", f"not readable Parquet: {err}")
+    if not schema.remove_metadata().equals(SEGMENT_SCHEMA):
+        return SegmentCheck(0, None, None, (), "schema-changed", _schema_difference(schema))
+    parameters = {"path": path, "first_seq": first_seq, "writer_id": writer_id}
+    failing: list[tuple[int, int, bool, bool, bool, bool]] = []
+    rows = 0
+    first_prev: bytes | None = None
+    previous: bytes | None = None
+    try:
+        relation = _connection().sql(_rows_sql(), params=parameters)
+        assert relation is not None
+        for batch in relation.to_arrow_reader(_BATCH_ROWS):
+            if first_prev is None and batch.num_rows:
+                first_prev = previous = batch.column(1)[0].as_py()
+            previous = _check_batch(batch, rows, previous, failing)
+            rows += batch.num_rows
+    except (duckdb.Error, TypeError, ValueError) as err:
+        return SegmentCheck(rows, None, None, (), "unreadable-segment", f"cannot be read: {err}")
+    return SegmentCheck(rows, first_prev, previous, tuple(failing))
+
+
+_BATCH_ROWS = 8192
+
+
+def _check_batch(
+    batch: pa.RecordBatch,
+    first_row: int,
+    previous: bytes | None,
+    failing: list[tuple[int, int, bool, bool, bool, bool]],
+) -> bytes | None:
+    """Hash a batch's rows straight from Arrow's buffers (no per-row copies); return last hash."""
+    leaf_inputs = batch.column(0)
+    offsets = leaf_inputs.buffers()[1]
+    data = memoryview(leaf_inputs.buffers()[2] or b"")
+    starts = memoryview(offsets).cast("i")[
+        leaf_inputs.offset : leaf_inputs.offset + len(leaf_inputs) + 1
+    ]
+    prevs = batch.column(1).cast(pa.binary()).to_pylist()
+    hashes = batch.column(2).cast(pa.binary()).to_pylist()
+    seq_oks = batch.column(4).to_pylist()
+    writer_oks = batch.column(5).to_pylist()
+    sha256 = hashlib.sha256
+    for row in range(len(leaf_inputs)):
+        prev = prevs[row]
+        stored = hashes[row]
+        hash_ok = (
+            sha256(prev + sha256(data[starts[row] : starts[row + 1]]).digest()).digest() == stored
+        )
+        link_ok = prev == previous
+        previous = stored
+        if (
+            not (hash_ok and link_ok and seq_oks[row] and writer_oks[row])
+            and len(failing) < MAX_REPORTED_ROWS
+        ):
+            seq = batch.column(3)[row].as_py()
+            failing.append((first_row + row, seq, seq_oks[row], writer_oks[row], hash_ok, link_ok))
+    return previous
 
 
 def _row_problems(
@@ -380,10 +458,7 @@ def _has_live_appender(layout: WriterLayout) -> bool:
 
 
 def _check_head(
-    layout: WriterLayout,
-    cursor: _Cursor,
-    segments: list[SegmentFile],
-    connection: duckdb.DuckDBPyConnection,
+    layout: WriterLayout, cursor: _Cursor, segments: list[SegmentFile]
 ) -> Iterator[Problem]:
     """The last flush's recorded (seq, hash) must still be there: catches a dropped tail."""
     head = read_head(layout)
@@ -403,7 +478,7 @@ def _check_head(
         return
     stored = cursor.segment_ends.get(seq)
     if stored is None:
-        stored = _hash_at(segments, seq, connection)
+        stored = _hash_at(segments, seq)
     if stored is not None and stored != digest:
         yield Problem(
             layout.writer_id,
@@ -415,18 +490,16 @@ def _check_head(
         )
 
 
-def _hash_at(
-    segments: list[SegmentFile], seq: int, connection: duckdb.DuckDBPyConnection
-) -> bytes | None:
+def _hash_at(segments: Sequence[SegmentFile], seq: int) -> bytes | None:
     for segment in segments:
         if segment.first_seq <= seq <= segment.last_seq:
-            found = connection.execute(
-                _HASH_AT.sql("duckdb"), {"path": str(segment.path), "seq": seq}
-            ).fetchone()
-            return bytes(found[0]) if found else None
+            try:
+                table = pq.read_table(segment.path, columns=["hash"])
+            except (OSError, pa.ArrowException):
+                return None  # already reported as unreadable
+            position = seq - segment.first_seq
+            value: bytes | None = (
+                table.column("hash")[position].as_py() if position < len(table) else None
+            )
+            return value
     return None
-
-
-_HASH_AT = sqlglot.parse_one(
-    "SELECT hash FROM read_parquet($path) WHERE seq = $seq LIMIT 1", read="duckdb"
-)
