@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import orjson
 import typer
 from rich.console import Console
 
@@ -246,6 +247,82 @@ def sql(
             _fail(str(err), 2)
     if result.truncated:
         errors.print(f"[yellow]note:[/] output truncated at {max_rows:,} rows (--max-rows)")
+
+
+@app.command()
+def sample(
+    events: Annotated[int, typer.Option(help="How many events to simulate.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same bytes.")] = 7,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write events as JSONL (.gz compresses).")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Write the injected chains' labels as JSONL.")
+    ] = None,
+    ledger: Annotated[
+        Path | None,
+        typer.Option(
+            "--ledger", help="Append the events straight into this ledger (created if absent)."
+        ),
+    ] = None,
+    late_fraction: Annotated[float, typer.Option(help="Share of events delivered late.")] = 0.01,
+    duplicate_fraction: Annotated[
+        float, typer.Option(help="Share of events resent with the same event_id (client retries).")
+    ] = 0.005,
+    format: FormatOption = "table",
+) -> None:
+    """Simulate agent activity with labelled attack chains and hard negatives."""
+    from sample_data import Label, SimulationConfig, simulate, write_sample
+
+    _check_format(format, ("table", "json"))
+    if (out is None) == (ledger is None):
+        _fail("give exactly one of --out FILE or --ledger PATH", 2)
+    try:
+        config = SimulationConfig(
+            events=events,
+            seed=seed,
+            late_fraction=late_fraction,
+            duplicate_fraction=duplicate_fraction,
+        )
+    except ValueError as err:
+        _fail(str(err), 2)
+    started = time.perf_counter()
+    summary: dict[str, Any] = {"events": 0, "seed": seed}
+    if out is not None:
+        stats = write_sample(config, out, labels)
+        summary.update(events=stats.events, labels=stats.labels, out=str(out))
+    else:
+        assert ledger is not None
+        store = _guarded(lambda: Ledger.open(ledger, create=True))
+        label_file = labels.open("wb") if labels is not None else None
+        appended = 0
+        batch: list[dict[str, Any]] = []
+        try:
+            for item in simulate(config):
+                if isinstance(item, Label):  # a chain's label follows its last event
+                    if label_file is not None:
+                        label_file.write(orjson.dumps(item.to_json()) + b"\n")
+                    continue
+                batch.append(item)
+                if len(batch) == 10_000:
+                    appended += _guarded(partial(store.append, batch)).appended
+                    batch = []
+            if batch:
+                appended += _guarded(partial(store.append, batch)).appended
+        finally:
+            store.close()
+            if label_file is not None:
+                label_file.close()
+        summary.update(events=appended, ledger=str(ledger))
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    if format == "json":
+        print_records([summary], "jsonl", console)
+    else:
+        where = summary.get("out") or summary.get("ledger")
+        console.print(
+            f"Simulated {summary['events']:,} events (seed {seed}) into {where} "
+            f"in {summary['seconds']:.2f} s"
+        )
 
 
 @app.command()

@@ -1,0 +1,91 @@
+"""In-process durable append, batches of 10k realistic events, against auditchain's append_many.
+
+Prints one JSON line: events/s for chainsight and for the peer on the same events, their ratio,
+mean canonical event size, bytes on disk per million events, and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from _common import batches, emit, peak_rss_mb
+
+from ledger import Ledger
+
+
+def chainsight_rate(root: Path, all_batches: list[list[dict[str, Any]]]) -> tuple[float, int]:
+    ledger = Ledger.init(root / "ledger")
+    count = 0
+    started = time.perf_counter()
+    for batch in all_batches:
+        count += ledger.append(batch).appended
+    ledger.close()  # the last flush to Parquet counts too
+    elapsed = time.perf_counter() - started
+    size = sum(p.stat().st_size for p in (root / "ledger").rglob("*") if p.is_file())
+    return count / elapsed, size
+
+
+def auditchain_rate(root: Path, all_batches: list[list[dict[str, Any]]]) -> float:
+    from auditchain import AuditLog, JsonlBackend
+
+    entries = [
+        [(e["agent_id"], e["action"], e.get("resource") or e["event_id"], e) for e in batch]
+        for batch in all_batches
+    ]
+
+    async def run() -> float:
+        log = AuditLog(JsonlBackend(root / "auditchain" / "log.jsonl"))
+        await log.init()
+        started = time.perf_counter()
+        for batch in entries:
+            await log.append_many(batch)
+        return sum(map(len, entries)) / (time.perf_counter() - started)
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--peer-events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=10_000)
+    args = parser.parse_args()
+    all_batches = list(batches(args.events, args.batch))
+    sample = [e for batch in all_batches[:2] for e in batch]
+    mean_size = statistics.mean(len(orjson.dumps(e, option=orjson.OPT_SORT_KEYS)) for e in sample)
+    gc.collect()
+    gc.freeze()  # the input events are the caller's long-lived data, not the ledger's garbage
+    root = Path(tempfile.mkdtemp(prefix="bench-append-"))
+    try:
+        rate, size = chainsight_rate(root, all_batches)
+        peer_batches = all_batches[: max(1, args.peer_events // args.batch)]
+        peer = auditchain_rate(root, peer_batches)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    emit(
+        {
+            "bench": "append",
+            "events": args.events,
+            "batch": args.batch,
+            "mean_client_event_bytes": round(mean_size),
+            "chainsight_events_per_s": round(rate),
+            "auditchain_events_per_s": round(peer),
+            "ratio_vs_auditchain": round(rate / peer, 2),
+            "bytes_on_disk_per_million_events": round(size / args.events * 1_000_000),
+            "peak_rss_mb": round(peak_rss_mb()),
+            "target_events_per_s": 200_000,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""verify over a large ledger (default 10M events), against auditchain's verify on the same events.
+
+The ledger is built once from the simulator and kept under bench/out/ (reused by later runs).
+Prints one JSON line: events/s for both, their ratio, ledger size per million events and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from _common import OUT, batches, emit, events, peak_rss_mb
+
+from ledger import Ledger
+
+
+def build(path: Path, count: int) -> float:
+    """Build the benchmark ledger unless a complete one is there; return build events/s."""
+    marker = path / "complete"
+    if marker.exists():
+        return 0.0
+    shutil.rmtree(path, ignore_errors=True)
+    ledger = Ledger.init(path)
+    started = time.perf_counter()
+    for batch in batches(count, 10_000):
+        ledger.append(batch)
+    ledger.close()
+    rate = count / (time.perf_counter() - started)
+    marker.write_text(str(count))
+    return rate
+
+
+def auditchain_verify_rate(count: int) -> float:
+    from auditchain import AuditLog, JsonlBackend
+
+    root = Path(tempfile.mkdtemp(prefix="bench-verify-peer-"))
+
+    async def run() -> float:
+        log = AuditLog(JsonlBackend(root / "log.jsonl"))
+        await log.init()
+        entries = [
+            (e["agent_id"], e["action"], e.get("resource") or e["event_id"], e)
+            for e in events(count)
+        ]
+        for start in range(0, len(entries), 10_000):
+            await log.append_many(entries[start : start + 10_000])
+        started = time.perf_counter()
+        report = await log.verify()
+        assert report.ok
+        return count / (time.perf_counter() - started)
+
+    try:
+        return asyncio.run(run())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--peer-events", type=int, default=200_000)
+    args = parser.parse_args()
+    path = OUT / f"ledger-{args.events}"
+    OUT.mkdir(exist_ok=True)
+    build_rate = build(path, args.events)
+    ledger = Ledger.open(path)
+    started = time.perf_counter()
+    report = ledger.verify()
+    elapsed = time.perf_counter() - started
+    assert report.ok, report.problems[:3]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    size = sum(p.stat().st_size for p in path.rglob("*.parquet"))
+    peer = auditchain_verify_rate(args.peer_events)
+    rate = report.events / elapsed
+    emit(
+        {
+            "bench": "verify",
+            "events": report.events,
+            "seconds": round(elapsed, 2),
+            "chainsight_events_per_s": round(rate),
+            "auditchain_events_per_s": round(peer),
+            "ratio_vs_auditchain": round(rate / peer, 1),
+            "parquet_bytes_per_million_events": round(size / report.events * 1_000_000),
+            "peak_rss_mb_parent": round(peak_rss_mb()),
+            "peak_rss_mb_worker": round(children),
+            "build_events_per_s": round(build_rate) if build_rate else None,
+            "target_events_per_s": 1_000_000,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
