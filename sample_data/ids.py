@@ -1,0 +1,150 @@
+"""Deterministic identifiers and timestamps, tuned for the per-event hot path."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import numpy as np
+
+__all__ = ["MICROS_PER_HOUR", "MICROS_PER_MINUTE", "MICROS_PER_SECOND", "Ids", "to_micros"]
+
+MICROS_PER_SECOND = 1_000_000
+MICROS_PER_MINUTE = 60 * MICROS_PER_SECOND
+MICROS_PER_HOUR = 60 * MICROS_PER_MINUTE
+
+_MINUTE_CACHE_LIMIT = 4096
+
+
+def to_micros(moment: datetime) -> int:
+    """Return microseconds since the Unix epoch for an aware datetime."""
+    if moment.tzinfo is None:
+        raise ValueError("start must be timezone-aware (UTC)")
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * MICROS_PER_SECOND + delta.microseconds
+
+
+_HEX4 = tuple(f"{value:04x}" for value in range(1 << 16))
+_DIGITS3 = tuple(f"{value:03d}" for value in range(1000))
+_SECONDS = tuple(f"{value:02d}." for value in range(60))
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_VARIANT_DIGITS = np.frombuffer(b"89ab", dtype=np.uint8)
+_RECORDS_PER_REFILL = 8192
+# One pool record: the random tail of a UUIDv7 ("7aaa-Vbbb-cccccccccccc") and a span id.
+_TAIL = 22
+_RECORD = _TAIL + 16
+
+
+def _random_records(random_bytes: Callable[[int], bytes], count: int) -> str:
+    """Format count pool records at once; numpy does the per-character work in bulk."""
+    raw = np.frombuffer(random_bytes(count * 35), dtype=np.uint8).reshape(count, 35)
+    digits = _HEX_DIGITS[raw & 15]
+    records = np.empty((count, _RECORD), dtype=np.uint8)
+    records[:, 0] = ord("7")
+    records[:, 1:4] = digits[:, 0:3]
+    records[:, 4] = ord("-")
+    records[:, 5] = _VARIANT_DIGITS[raw[:, 3] & 3]
+    records[:, 6:9] = digits[:, 4:7]
+    records[:, 9] = ord("-")
+    records[:, 10:22] = digits[:, 7:19]
+    records[:, 22:38] = digits[:, 19:35]
+    return records.tobytes().decode("ascii")
+
+
+class Ids:
+    """Makes event ids (UUIDv7 layout), span/trace ids and RFC 3339 times from one seeded stream.
+
+    Lookup tables and random digits formatted in bulk replace per-call integer formatting:
+    this is the hot path of the simulator.
+    """
+
+    __slots__ = (
+        "_bits",
+        "_high",
+        "_high_text",
+        "_minute",
+        "_minute_text",
+        "_minutes",
+        "_pool",
+        "_pool_at",
+        "_random_bytes",
+    )
+
+    def __init__(self, rng: random.Random) -> None:
+        self._bits = rng.getrandbits
+        self._random_bytes = rng.randbytes
+        self._pool = ""
+        self._pool_at = 0
+        self._high = -1
+        self._high_text = ""
+        self._minute = -1
+        self._minute_text = ""
+        self._minutes: dict[int, str] = {}
+
+    def _record(self) -> int:
+        at = self._pool_at
+        if at >= len(self._pool):
+            self._pool = _random_records(self._random_bytes, _RECORDS_PER_REFILL)
+            at = 0
+        self._pool_at = at + _RECORD
+        return at
+
+    def stamp(self, micros: int) -> tuple[str, str, str]:
+        """Return (event_id, time_text, span_id) for a new event at micros, in one call."""
+        at = self._pool_at
+        pool = self._pool
+        if at >= len(pool):
+            pool = self._pool = _random_records(self._random_bytes, _RECORDS_PER_REFILL)
+            at = 0
+        self._pool_at = at + _RECORD
+        millis = micros // 1000
+        high = millis >> 16
+        if high != self._high:
+            self._high = high
+            self._high_text = f"{high:08x}-"
+        event_id = f"{self._high_text}{_HEX4[millis & 0xFFFF]}-{pool[at : at + _TAIL]}"
+        minute = micros // MICROS_PER_MINUTE
+        if minute != self._minute:
+            return event_id, self.time_text(micros), pool[at + _TAIL : at + _RECORD]
+        rest = micros - minute * MICROS_PER_MINUTE
+        time_text = (
+            f"{self._minute_text}{_SECONDS[rest // MICROS_PER_SECOND]}"
+            f"{_DIGITS3[rest // 1000 % 1000]}{_DIGITS3[rest % 1000]}Z"
+        )
+        return event_id, time_text, pool[at + _TAIL : at + _RECORD]
+
+    def event_id(self, micros: int) -> str:
+        """Return a UUIDv7-style id: the event time in milliseconds, then 74 random bits."""
+        return self.stamp(micros)[0]
+
+    def time_text(self, micros: int) -> str:
+        """Return the RFC 3339 UTC form with six fractional digits and a 'Z'."""
+        minute = micros // MICROS_PER_MINUTE
+        if minute != self._minute:
+            text = self._minutes.get(minute)
+            if text is None:
+                if len(self._minutes) >= _MINUTE_CACHE_LIMIT:
+                    self._minutes.clear()
+                moment = datetime.fromtimestamp(minute * 60, UTC)
+                text = self._minutes[minute] = moment.strftime("%Y-%m-%dT%H:%M:")
+            self._minute = minute
+            self._minute_text = text
+        rest = micros - minute * MICROS_PER_MINUTE
+        return (
+            f"{self._minute_text}{_SECONDS[rest // MICROS_PER_SECOND]}"
+            f"{_DIGITS3[rest // 1000 % 1000]}{_DIGITS3[rest % 1000]}Z"
+        )
+
+    def span_id(self) -> str:
+        """Return a W3C span id: 16 random lowercase hex digits."""
+        at = self._record()
+        return self._pool[at + _TAIL : at + _RECORD]
+
+    def trace_id(self) -> str:
+        """Return a W3C trace id: 32 lowercase hex digits, never all zero."""
+        return f"{self._bits(128) or 1:032x}"
+
+    def token(self, prefix: str) -> str:
+        """Return a short opaque id such as a session, task or credential id."""
+        return f"{prefix}{self._bits(48):012x}"

@@ -1,0 +1,93 @@
+"""Small reusable steps that background scripts and attack chains are built from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .org import Agent
+from .records import Event
+from .session import Delegation, Session, Steps, World
+
+__all__ = ["Op", "approved", "call", "human", "llm_step", "open_session", "pick"]
+
+Op = tuple[str, str, str]
+"""(category, action, scope_used) of one kind of action."""
+
+_ERRORS_FAILURE = (
+    "HTTP 503 Service Unavailable",
+    "HTTP 429 Too Many Requests",
+    "HTTP 409 Conflict",
+)
+_ERRORS_ERROR = ("timeout after 30s", "connection reset by peer", "TLS handshake failed")
+
+
+def pick(world: World, options: tuple[str, ...]) -> str:
+    """Pick one option uniformly."""
+    return options[int(world.rnd() * len(options))]
+
+
+def human(world: World, role: str) -> str:
+    """Pick a person with the given role; return their email."""
+    people = world.org.humans_by_role[role]
+    return people[int(world.rnd() * len(people))].email
+
+
+def call(
+    world: World,
+    s: Session,
+    t: int,
+    op: Op,
+    fields: Mapping[str, object],
+    *,
+    fail_rate: float = 0.0,
+    max_attempts: int = 3,
+) -> Steps:
+    """Perform op, retrying failures with exponential backoff; return the finishing time.
+
+    The returned time is negative when every attempt failed.
+    """
+    rnd = world.rnd
+    category, action, scope = op
+    resource = fields.get("resource")
+    key = resource if isinstance(resource, str) else None
+    for attempt in range(max_attempts):
+        t += world.tool_latency()
+        if fail_rate and rnd() < fail_rate and world.may_fail(s.agent_id, action, key, t):
+            if rnd() < 0.5:
+                outcome, error = "failure", pick(world, _ERRORS_FAILURE)
+            else:
+                outcome, error = "error", pick(world, _ERRORS_ERROR)
+            yield t, s.act(t, category, action, scope, fields, outcome=outcome, error=error)
+            # Exponential backoff with jitter: about 1 s, 2 s, 4 s.
+            t += int((1 << attempt) * (0.8 + 0.4 * rnd()) * 1_000_000)
+            continue
+        yield t, s.act(t, category, action, scope, fields)
+        return t
+    return -t
+
+
+def approved(
+    world: World, s: Session, t: int, resource: str, role: str, *, reason: str, deny: float = 0.05
+) -> Steps:
+    """Ask a person with role to approve resource; return the grant time, negative if denied."""
+    approver = human(world, role)
+    t += world.think()
+    yield t, s.approval(t, "approval.request", resource, approver, reason)
+    t += world.human_wait()
+    if world.rnd() < deny:
+        yield t, s.approval(t, "approval.deny", resource, approver, reason)
+        return -t
+    yield t, s.approval(t, "approval.grant", resource, approver, reason)
+    return t
+
+
+def open_session(world: World, agent: Agent, delegation: Delegation | None) -> Session:
+    """Start a session for agent with its current credential, for its owner or the delegator."""
+    on_behalf_of = delegation.on_behalf_of if delegation else agent.owner.email
+    return Session(world, agent, agent.credential, on_behalf_of, delegation)
+
+
+def llm_step(world: World, s: Session, t: int, untrusted: bool = False) -> tuple[int, Event]:
+    """Think, then call the model; return the new time and the event."""
+    t += world.think() + world.llm_latency()
+    return t, s.llm(t, untrusted)
