@@ -8,7 +8,15 @@ from typing import Any
 
 from .canonical import MAX_SAFE_INTEGER, canonical_json, parse_timestamp
 from .errors import Problem, ValidationError
-from .schema import ASSIGNED_FIELDS, CLIENT_FIELDS, ENUMS, REQUIRED_FIELDS, Field, Kind
+from .schema import (
+    ASSIGNED_FIELDS,
+    CLIENT_FIELDS,
+    ENUMS,
+    HASH_COLUMNS,
+    REQUIRED_FIELDS,
+    Field,
+    Kind,
+)
 
 __all__ = ["MAX_ATTRS_BYTES", "MAX_TEXT_LENGTH", "Event", "validate_batch", "validate_event"]
 
@@ -23,7 +31,7 @@ MAX_ID_LENGTH = 128
 _ACTION = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*\Z")
 _LOWER_HEX = re.compile(r"[0-9a-f]+\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_LEDGER_ASSIGNED = {f.name for f in ASSIGNED_FIELDS} | {"prev_hash", "hash"}
+_LEDGER_ASSIGNED = {f.name for f in ASSIGNED_FIELDS} | set(HASH_COLUMNS)
 
 
 def _text(value: object) -> str:

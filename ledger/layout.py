@@ -163,15 +163,18 @@ def table_from_lines(lines: Sequence[bytes], prev_hash: bytes) -> pa.Table:
     """Rebuild segment rows from canonical event bytes, recomputing the hash chain."""
     rows: list[dict[str, Any]] = []
     prevs: list[bytes] = []
+    leaves: list[bytes] = []
     hashes: list[bytes] = []
     prev = prev_hash
     for line in lines:
         row = orjson.loads(line)
         if "attrs" in row:
             row["attrs"] = canonical_json(row["attrs"]).decode("utf-8")
-        digest = chain_hash(prev, leaf_hash(line))
+        leaf = leaf_hash(line)
+        digest = chain_hash(prev, leaf)
         rows.append(row)
         prevs.append(prev)
+        leaves.append(leaf)
         hashes.append(digest)
         prev = digest
-    return rows_to_table(rows, prevs, hashes)
+    return rows_to_table(rows, (prevs, leaves, hashes))

@@ -6,7 +6,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -14,11 +14,15 @@ from typing import Self
 import orjson
 import pyarrow as pa
 
+from .checkpoints import CheckpointStore, LedgerCheckpoint
 from .errors import CorruptLedgerError, LedgerError, LedgerExistsError, LedgerNotFoundError
+from .keys import KeyStore
 from .layout import WriterLayout, try_lock, wal_tail
+from .proofs import InclusionProof, create_checkpoint, prove_inclusion, settle_idle_logs
 from .receipts import Receipts
 from .schema import SEGMENT_SCHEMA
 from .segments import SegmentFile, fsync_dir, list_segments
+from .sync import SyncReport, recorded_equivocations, sync_writer_logs
 from .verify import VerifyReport, verify_ledger
 from .writer import WriterLog
 
@@ -64,9 +68,24 @@ class Ledger:
         """The directory holding one subdirectory per writer log."""
         return self.root / "writers"
 
+    @property
+    def keys(self) -> KeyStore:
+        """The ledger's signing key and trusted verifier keys."""
+        return KeyStore(self.root, self.ledger_id)
+
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        """The ledger's signed checkpoints."""
+        return CheckpointStore(self.root, self.ledger_id)
+
     @classmethod
-    def init(cls, path: str | os.PathLike[str], ledger_id: str | None = None) -> Self:
-        """Create a new, empty ledger at ``path``."""
+    def init(
+        cls,
+        path: str | os.PathLike[str],
+        ledger_id: str | None = None,
+        key: str | os.PathLike[str] | None = None,
+    ) -> Self:
+        """Create a new, empty ledger at ``path`` with a new signing key (or the given key file)."""
         root = Path(path)
         if (root / LEDGER_FILE).exists():
             raise LedgerExistsError(f"a ledger already exists at {root}")
@@ -75,9 +94,11 @@ class Ledger:
         info = LedgerInfo(ledger_id or secrets.token_hex(8), FORMAT_VERSION, time.time())
         temp = root / f".{LEDGER_FILE}.tmp"
         temp.write_bytes(orjson.dumps(info.__dict__))
-        os.replace(temp, root / LEDGER_FILE)
+        ledger = cls(root, info)
+        ledger.keys.create(Path(key) if key is not None else None)
+        os.replace(temp, root / LEDGER_FILE)  # last: a ledger exists only once it is complete
         fsync_dir(root)
-        return cls(root, info)
+        return ledger
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, create: bool = False) -> Self:
@@ -163,8 +184,33 @@ class Ledger:
         return [s for layout in self.writer_layouts() for s in list_segments(layout.segments)]
 
     def verify(self, workers: int | None = None) -> VerifyReport:
-        """Recompute every hash and link of every writer log; report each problem found."""
-        return verify_ledger(self.writer_layouts(), workers)
+        """Recompute every hash and link of every writer log and check every checkpoint."""
+        report = verify_ledger(
+            self.writer_layouts(), workers, self.checkpoints, self.keys.verifiers()
+        )
+        refused = recorded_equivocations(self.root / "sync")
+        return replace(report, problems=report.problems + tuple(refused)) if refused else report
+
+    def checkpoint(self) -> LedgerCheckpoint:
+        """Flush, then sign every writer log's current Merkle root as the next checkpoint."""
+        self.flush()
+        settle_idle_logs(self.writer_layouts(), self.ledger_id)
+        return create_checkpoint(
+            self.writer_layouts(), self.keys, self.checkpoints, time.time_ns() // 1000
+        )
+
+    def sync(self, source: str | os.PathLike[str]) -> SyncReport:
+        """Merge another ledger's writer logs into this one (grow-only, order-independent)."""
+        other = Ledger.open(source)
+        if other.root.resolve() == self.root.resolve():
+            raise LedgerError("cannot sync a ledger with itself")
+        return sync_writer_logs(
+            other.writer_layouts(), self.writers_dir, self.root / "sync", str(other.root)
+        )
+
+    def proof(self, event_id: str) -> InclusionProof:
+        """An inclusion proof of an event against the newest checkpoint that covers it."""
+        return prove_inclusion(self.writer_layouts(), self.keys, self.checkpoints, event_id)
 
     def unflushed_table(self) -> pa.Table:
         """Acknowledged events still only in WALs, as a table in the segment schema."""

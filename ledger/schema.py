@@ -14,6 +14,7 @@ __all__ = [
     "CLIENT_FIELDS",
     "ENUMS",
     "FIELDS_BY_NAME",
+    "HASH_COLUMNS",
     "REQUIRED_FIELDS",
     "SEGMENT_SCHEMA",
     "STORED_FIELDS",
@@ -116,6 +117,11 @@ ASSIGNED_FIELDS: tuple[Field, ...] = (
     Field("observed_time", Kind.TIME),
 )
 
+# Per event: hash = SHA-256(prev_hash || leaf_hash), leaf_hash = SHA-256(0x00 || canonical).
+# leaf_hash is stored (not only recomputed) so a writer log's Merkle tree can be rebuilt from one
+# column; verification still recomputes it from the other columns.
+HASH_COLUMNS = ("prev_hash", "leaf_hash", "hash")
+
 FIELDS_BY_NAME = {f.name: f for f in CLIENT_FIELDS + ASSIGNED_FIELDS}
 REQUIRED_FIELDS = tuple(f.name for f in CLIENT_FIELDS if f.required)
 
@@ -143,8 +149,7 @@ def _segment_schema() -> pa.Schema:
         pa.field(f.name, _ARROW_TYPES[f.kind], nullable=not f.required) for f in CLIENT_FIELDS
     ]
     columns += [pa.field(f.name, _ARROW_TYPES[f.kind], nullable=False) for f in ASSIGNED_FIELDS]
-    columns.append(pa.field("prev_hash", pa.binary(32), nullable=False))
-    columns.append(pa.field("hash", pa.binary(32), nullable=False))
+    columns += [pa.field(name, pa.binary(32), nullable=False) for name in HASH_COLUMNS]
     return pa.schema(columns)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .schema import CLIENT_FIELDS, SEGMENT_SCHEMA, Kind
+from .schema import CLIENT_FIELDS, HASH_COLUMNS, SEGMENT_SCHEMA, Kind
 
 __all__ = [
     "SegmentFile",
@@ -32,7 +32,7 @@ _ROW_STRUCT = pa.struct(
     [
         pa.field(f.name, pa.string() if f.type == pa.timestamp("us", tz="UTC") else f.type)
         for f in SEGMENT_SCHEMA
-        if f.name not in ("prev_hash", "hash")
+        if f.name not in HASH_COLUMNS
     ]
 )
 _TIME_COLUMNS = (*(f.name for f in CLIENT_FIELDS if f.kind is Kind.TIME), "observed_time")
@@ -73,17 +73,16 @@ def list_segments(directory: Path) -> list[SegmentFile]:
 
 
 def rows_to_table(
-    rows: Sequence[dict[str, Any]], prev_hashes: Sequence[bytes], hashes: Sequence[bytes]
+    rows: Sequence[dict[str, Any]], chain: tuple[Sequence[bytes], Sequence[bytes], Sequence[bytes]]
 ) -> pa.Table:
-    """An Arrow table in the segment schema from canonical rows and their chain hashes."""
+    """An Arrow table in the segment schema from canonical rows and their (prev, leaf, hash)."""
     struct = pa.array(rows, type=_ROW_STRUCT)
     batch = pa.RecordBatch.from_struct_array(struct)
+    hashes = dict(zip(HASH_COLUMNS, chain, strict=True))
     columns = []
     for field in SEGMENT_SCHEMA:
-        if field.name == "prev_hash":
-            columns.append(pa.array(prev_hashes, pa.binary(32)))
-        elif field.name == "hash":
-            columns.append(pa.array(hashes, pa.binary(32)))
+        if field.name in hashes:
+            columns.append(pa.array(hashes[field.name], pa.binary(32)))
         elif field.name in _TIME_COLUMNS:
             columns.append(batch.column(field.name).cast(field.type))
         else:

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
@@ -25,63 +26,16 @@ import sqlglot
 import sqlglot.expressions as exp
 
 from .canonical_sql import canonical_sql, install_macros
+from .checkpoints import CheckpointStore
 from .hashing import ZERO_HASH, chain_hash, leaf_hash
 from .layout import WriterLayout, read_head, scan_wal_files, try_lock
+from .note import Verifier
+from .report import Problem, VerifyReport, WriterSummary
 from .schema import SEGMENT_SCHEMA
 from .segments import SegmentFile, list_segments
+from .verify_checkpoints import RootRecorder, check_checkpoints, checkpointed_sizes
 
 __all__ = ["Problem", "VerifyReport", "WriterSummary", "check_segment", "verify_ledger"]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One integrity failure, located: writer log, seq (when known), file, and what is wrong."""
-
-    writer_id: str
-    code: str
-    message: str
-    file: str = ""
-    seq: int | None = None
-
-    def __str__(self) -> str:
-        where = [f"writer {self.writer_id}"]
-        if self.seq is not None:
-            where.append(f"seq {self.seq}")
-        if self.file:
-            where.append(self.file)
-        return f"{', '.join(where)}: {self.message} [{self.code}]"
-
-
-@dataclass(frozen=True)
-class WriterSummary:
-    """What verification saw of one writer log."""
-
-    writer_id: str
-    events: int
-    segments: int
-    wal_events: int
-    last_seq: int | None
-    last_hash: str
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """The outcome of verifying a ledger."""
-
-    problems: tuple[Problem, ...]
-    writers: tuple[WriterSummary, ...]
-    notes: tuple[str, ...] = ()
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when no problem was found."""
-        return not self.problems
-
-    @property
-    def events(self) -> int:
-        """How many events were verified."""
-        return sum(w.events for w in self.writers)
 
 
 @dataclass(frozen=True)
@@ -94,6 +48,7 @@ class SegmentCheck:
     failing: tuple[tuple[int, int, bool, bool, bool, bool], ...] = ()
     error_code: str = ""
     error: str = ""
+    leaves: bytes = b""  # the recomputed leaf hashes, concatenated, for the Merkle tree
 
 
 @dataclass
@@ -110,27 +65,41 @@ PARALLEL_FROM_ROWS = 400_000
 MAX_REPORTED_ROWS = 1000
 
 
-def verify_ledger(writer_layouts: list[WriterLayout], workers: int | None = None) -> VerifyReport:
-    """Verify every writer log of a ledger, checking segments in parallel when it pays."""
+def verify_ledger(
+    writer_layouts: list[WriterLayout],
+    workers: int | None = None,
+    checkpoints: CheckpointStore | None = None,
+    verifiers: Sequence[Verifier] = (),
+) -> VerifyReport:
+    """Verify every writer log of a ledger (segments in parallel when it pays) and checkpoints."""
     started = time.perf_counter()
     notes: list[str] = []
     plans = [(layout, _segments_in_force(layout, notes)) for layout in writer_layouts]
     jobs = [(str(s.path), s.first_seq, layout.writer_id) for layout, segs in plans for s in segs]
     total_rows = sum(s.rows for _, segs in plans for s in segs)
-    workers = workers or os.cpu_count() or 1
-    if workers > 1 and len(jobs) > 1 and total_rows >= PARALLEL_FROM_ROWS:
-        context = get_context("forkserver")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-            checks = list(pool.map(_check_segment_job, jobs))
-    else:
-        checks = [check_segment(*job) for job in jobs]
-    results = dict(zip((job[0] for job in jobs), checks, strict=True))
+    sizes = checkpointed_sizes(checkpoints) if checkpoints is not None else {}
+    recorders = {
+        layout.writer_id: RootRecorder(sizes.get(layout.writer_id, [])) for layout in writer_layouts
+    }
     problems: list[Problem] = []
     writers: list[WriterSummary] = []
-    for layout, segments in plans:
-        summary, found = _verify_writer(layout, segments, results, notes)
-        writers.append(summary)
-        problems.extend(found)
+    workers = workers or os.cpu_count() or 1
+    with ExitStack() as stack:
+        if workers > 1 and len(jobs) > 1 and total_rows >= PARALLEL_FROM_ROWS:
+            context = get_context("forkserver")
+            pool = stack.enter_context(
+                ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context)
+            )
+            checks: Iterator[SegmentCheck] = pool.map(_check_segment_job, jobs)
+        else:
+            checks = (check_segment(*job) for job in jobs)
+        for layout, segments in plans:
+            recorder = recorders[layout.writer_id]
+            summary, found = _verify_writer(layout, segments, checks, recorder, notes)
+            writers.append(summary)
+            problems.extend(found)
+    if checkpoints is not None:
+        problems.extend(check_checkpoints(checkpoints, verifiers, recorders, writer_layouts))
     elapsed = time.perf_counter() - started
     return VerifyReport(tuple(problems), tuple(writers), tuple(notes), elapsed)
 
@@ -138,15 +107,22 @@ def verify_ledger(writer_layouts: list[WriterLayout], workers: int | None = None
 def _verify_writer(
     layout: WriterLayout,
     segments: list[SegmentFile],
-    results: dict[str, SegmentCheck],
+    checks: Iterator[SegmentCheck],
+    recorder: RootRecorder,
     notes: list[str],
 ) -> tuple[WriterSummary, list[Problem]]:
     writer_id = layout.writer_id
     problems: list[Problem] = []
     cursor = _Cursor()
     for segment in segments:
-        problems.extend(_link_segment(writer_id, segment, results[str(segment.path)], cursor))
-    wal_events = _check_wal(layout, cursor, problems, notes)
+        check = next(checks)
+        found = list(_link_segment(writer_id, segment, check, cursor))
+        problems.extend(found)
+        if found or not check.leaves:
+            recorder.intact = recorder.intact and not found and check.rows == 0
+        else:
+            recorder.feed_blob(check.leaves)
+    wal_events = _check_wal(layout, cursor, problems, notes, recorder)
     problems.extend(_check_head(layout, cursor, segments))
     summary = WriterSummary(
         writer_id,
@@ -257,6 +233,7 @@ _ROWS = sqlglot.parse_one(
     SELECT
       CANONICAL AS leaf_input,
       prev_hash,
+      leaf_hash,
       hash,
       seq,
       coalesce(seq = $first_seq + file_row_number, false) AS seq_ok,
@@ -308,59 +285,69 @@ def check_segment(path: str, first_seq: int, writer_id: str) -> SegmentCheck:
     if not schema.remove_metadata().equals(SEGMENT_SCHEMA):
         return SegmentCheck(0, None, None, (), "schema-changed", _schema_difference(schema))
     parameters = {"path": path, "first_seq": first_seq, "writer_id": writer_id}
-    failing: list[tuple[int, int, bool, bool, bool, bool]] = []
-    rows = 0
-    first_prev: bytes | None = None
-    previous: bytes | None = None
+    state = _SegmentState()
     try:
         relation = _connection().sql(_rows_sql(), params=parameters)
         assert relation is not None
         for batch in relation.to_arrow_reader(_BATCH_ROWS):
-            if first_prev is None and batch.num_rows:
-                first_prev = previous = batch.column(1)[0].as_py()
-            previous = _check_batch(batch, rows, previous, failing)
-            rows += batch.num_rows
+            _check_batch(batch, state)
     except (duckdb.Error, TypeError, ValueError) as err:
-        return SegmentCheck(rows, None, None, (), "unreadable-segment", f"cannot be read: {err}")
-    return SegmentCheck(rows, first_prev, previous, tuple(failing))
+        message = f"cannot be read: {err}"
+        return SegmentCheck(state.rows, None, None, (), "unreadable-segment", message)
+    return SegmentCheck(
+        state.rows,
+        state.first_prev,
+        state.previous,
+        tuple(state.failing),
+        leaves=b"".join(state.leaves),
+    )
 
 
 _BATCH_ROWS = 8192
 
 
-def _check_batch(
-    batch: pa.RecordBatch,
-    first_row: int,
-    previous: bytes | None,
-    failing: list[tuple[int, int, bool, bool, bool, bool]],
-) -> bytes | None:
-    """Hash a batch's rows straight from Arrow's buffers (no per-row copies); return last hash."""
+@dataclass
+class _SegmentState:
+    rows: int = 0
+    first_prev: bytes | None = None
+    previous: bytes | None = None
+    failing: list[tuple[int, int, bool, bool, bool, bool]] = field(default_factory=list)
+    leaves: list[bytes] = field(default_factory=list)
+
+
+def _check_batch(batch: pa.RecordBatch, state: _SegmentState) -> None:
+    """Hash a batch's rows straight from Arrow's buffers (no per-row copies)."""
     leaf_inputs = batch.column(0)
-    offsets = leaf_inputs.buffers()[1]
     data = memoryview(leaf_inputs.buffers()[2] or b"")
-    starts = memoryview(offsets).cast("i")[
+    starts = memoryview(leaf_inputs.buffers()[1]).cast("i")[
         leaf_inputs.offset : leaf_inputs.offset + len(leaf_inputs) + 1
     ]
-    prevs = batch.column(1).cast(pa.binary()).to_pylist()
-    hashes = batch.column(2).cast(pa.binary()).to_pylist()
-    seq_oks = batch.column(4).to_pylist()
-    writer_oks = batch.column(5).to_pylist()
+    prevs, stored_leaves, hashes = (
+        batch.column(i).cast(pa.binary()).to_pylist() for i in (1, 2, 3)
+    )
+    seq_oks = batch.column(5).to_pylist()
+    writer_oks = batch.column(6).to_pylist()
+    if state.first_prev is None and prevs:
+        state.first_prev = state.previous = prevs[0]
+    previous = state.previous
     sha256 = hashlib.sha256
+    leaves = state.leaves
     for row in range(len(leaf_inputs)):
         prev = prevs[row]
         stored = hashes[row]
-        hash_ok = (
-            sha256(prev + sha256(data[starts[row] : starts[row + 1]]).digest()).digest() == stored
-        )
+        leaf = sha256(data[starts[row] : starts[row + 1]]).digest()
+        leaves.append(leaf)
+        hash_ok = leaf == stored_leaves[row] and sha256(prev + leaf).digest() == stored
         link_ok = prev == previous
         previous = stored
-        if (
-            not (hash_ok and link_ok and seq_oks[row] and writer_oks[row])
-            and len(failing) < MAX_REPORTED_ROWS
-        ):
-            seq = batch.column(3)[row].as_py()
-            failing.append((first_row + row, seq, seq_oks[row], writer_oks[row], hash_ok, link_ok))
-    return previous
+        row_ok = hash_ok and link_ok and seq_oks[row] and writer_oks[row]
+        if not row_ok and len(state.failing) < MAX_REPORTED_ROWS:
+            seq = batch.column(4)[row].as_py()
+            state.failing.append(
+                (state.rows + row, seq, seq_oks[row], writer_oks[row], hash_ok, link_ok)
+            )
+    state.previous = previous
+    state.rows += len(leaf_inputs)
 
 
 def _row_problems(
@@ -401,7 +388,11 @@ def _row_problems(
 
 
 def _check_wal(
-    layout: WriterLayout, cursor: _Cursor, problems: list[Problem], notes: list[str]
+    layout: WriterLayout,
+    cursor: _Cursor,
+    problems: list[Problem],
+    notes: list[str],
+    recorder: RootRecorder,
 ) -> int:
     """Check the WAL frames past the segments continue the chain; return their event count."""
     writer_id = layout.writer_id
@@ -430,7 +421,9 @@ def _check_wal(
                     )
                 )
                 cursor.last_hash = None
+                recorder.intact = False
             prev = cursor.last_hash
+            leaves = []
             for offset, line in enumerate(frame.lines):
                 seq = frame.first_seq + offset
                 row = orjson.loads(line)
@@ -438,8 +431,10 @@ def _check_wal(
                     problems.append(
                         Problem(writer_id, "wal-changed", "seq or writer_id edited", path.name, seq)
                     )
-                digest = chain_hash(prev if prev is not None else ZERO_HASH, leaf_hash(line))
-                prev = digest
+                leaf = leaf_hash(line)
+                leaves.append(leaf)
+                prev = chain_hash(prev if prev is not None else ZERO_HASH, leaf)
+            recorder.feed(leaves)
             cursor.last_hash = prev
             cursor.next_seq = frame.last_seq + 1
             events += len(frame.lines)

@@ -204,6 +204,7 @@ class WriterLog:
         lines: list[bytes] = []
         new_positions: list[int] = []
         prev_hashes: list[bytes] = []
+        leaves: list[bytes] = []
         batch_seen: dict[str, int] = {}
         prev = self._last_hash
         first_seq = seq = self._next_seq
@@ -230,10 +231,12 @@ class WriterLog:
             canonical = dumps(row, option=_CANONICAL_OPTIONS)
             if not attrs_is_text and b'":null' in canonical:
                 raise TypeError("a null member")  # nulls mean "absent": normalise the batch
-            digest = sha256(prev + sha256(b"\x00" + canonical).digest()).digest()
+            leaf = sha256(b"\x00" + canonical).digest()
+            digest = sha256(prev + leaf).digest()
             lines.append(canonical)
             new_positions.append(position)
             prev_hashes.append(prev)
+            leaves.append(leaf)
             batch_seen[event_id] = position
             seqs.append(seq)
             hashes.append(digest)
@@ -248,7 +251,7 @@ class WriterLog:
                 self.writer_id,
                 first_seq,
                 observed_micros,
-                (prev_hashes, [hashes[p] for p in new_positions]),
+                (prev_hashes, leaves, [hashes[p] for p in new_positions]),
             )
             self._wal.append(first_seq, lines)  # durable from here on: acknowledge
             new_ids = [event_ids[p] for p in new_positions]
@@ -404,11 +407,11 @@ def _segment_table(
     writer_id: str,
     first_seq: int,
     observed_micros: int,
-    chain: tuple[list[bytes], list[bytes]],
+    chain: tuple[list[bytes], list[bytes], list[bytes]],
 ) -> pa.Table:
     """The segment rows of a batch's new events: client columns plus the ledger's own."""
     count = client.num_rows
-    prev_hashes, hashes = chain
+    prev_hashes, leaves, hashes = chain
     assigned = {
         "writer_id": pa.array([writer_id] * count, pa.string()),
         "seq": pa.array(range(first_seq, first_seq + count), pa.int64()),
@@ -416,6 +419,7 @@ def _segment_table(
             SEGMENT_SCHEMA.field("observed_time").type
         ),
         "prev_hash": pa.array(prev_hashes, pa.binary(32)),
+        "leaf_hash": pa.array(leaves, pa.binary(32)),
         "hash": pa.array(hashes, pa.binary(32)),
     }
     columns = [
