@@ -29,6 +29,7 @@ from ledger import (
     VerifyReport,
 )
 from ledger.batch import check_batch
+from ledger.checkpoints import LedgerCheckpoint
 from ledger.inputs import FORMATS, read_chunks, spool_stdin
 from query import Ledger, QueryError, run_sql
 
@@ -91,11 +92,23 @@ def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
 
 
 @app.command()
-def init(ledger: LedgerOption = None, format: FormatOption = "table") -> None:
-    """Create a new, empty ledger."""
+def init(
+    ledger: LedgerOption = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(help="Use this signer key file (PRIVATE+KEY+...) instead of a new key."),
+    ] = None,
+    format: FormatOption = "table",
+) -> None:
+    """Create a new, empty ledger with its own Ed25519 signing key (mode 0600)."""
     _check_format(format, ("table", "json"))
-    created = _guarded(lambda: Ledger.init(_ledger_path(ledger)))
-    record = {"ledger": str(created.root), "ledger_id": created.ledger_id}
+    created = _guarded(lambda: Ledger.init(_ledger_path(ledger), key=key))
+    verifier = created.keys.verifier()
+    record = {
+        "ledger": str(created.root),
+        "ledger_id": created.ledger_id,
+        "verifier_key": str(verifier) if verifier else None,
+    }
     if format == "json":
         print_records([record], "jsonl", console)
     else:
@@ -116,6 +129,9 @@ def ingest(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Events per durable batch.")] = 10_000,
+    checkpoint: Annotated[
+        bool, typer.Option("--checkpoint", help="Sign a checkpoint once the files are stored.")
+    ] = False,
     format: FormatOption = "table",
 ) -> None:
     """Append events to the ledger. Each file is all or nothing: any bad record rejects it."""
@@ -142,6 +158,8 @@ def ingest(
                     if name == "-":
                         path.unlink(missing_ok=True)
                 totals["files"] += 1
+            if checkpoint:
+                totals["checkpoint"] = store.checkpoint().number
         finally:
             store.close()
         return {
@@ -158,6 +176,7 @@ def ingest(
             f"Ingested {summary['appended']:,} events ({summary['duplicates']:,} already stored) "
             f"from {summary['files']} file(s) into writer {summary['writer_id'] or '-'} "
             f"in {summary['seconds']:.2f} s"
+            + (f"; signed checkpoint {summary['checkpoint']}" if "checkpoint" in summary else "")
         )
 
 
@@ -232,11 +251,16 @@ def sql(
     ] = "duckdb",
     max_rows: Annotated[int, typer.Option(help="Row limit; truncation is reported.")] = 100_000,
     timeout: Annotated[float, typer.Option(help="Seconds before the query is interrupted.")] = 60.0,
+    as_of: Annotated[
+        int | None, typer.Option("--as-of", help="Answer as of signed ledger checkpoint N.")
+    ] = None,
 ) -> None:
-    """Answer a read-only SQL query over the views events, events_raw and writers."""
+    """Answer a read-only SQL query over the views events, events_raw, writers and checkpoints."""
     _check_format(format, TABLE_FORMATS)
     result = _guarded(
-        lambda: run_sql(Ledger.open(_ledger_path(ledger)), query, dialect, max_rows, timeout)
+        lambda: run_sql(
+            Ledger.open(_ledger_path(ledger)), query, dialect, max_rows, timeout, as_of=as_of
+        )
     )
     if format == "table":
         print_table(result.table, console)
@@ -247,6 +271,101 @@ def sql(
             _fail(str(err), 2)
     if result.truncated:
         errors.print(f"[yellow]note:[/] output truncated at {max_rows:,} rows (--max-rows)")
+
+
+@app.command(name="checkpoint")
+def checkpoint_command(ledger: LedgerOption = None, format: FormatOption = "table") -> None:
+    """Flush, compute each writer log's Merkle root, sign, and print the checkpoint number."""
+    _check_format(format, ("table", "json"))
+
+    def run() -> LedgerCheckpoint:
+        with Ledger.open(_ledger_path(ledger)) as store:
+            return store.checkpoint()
+
+    signed = _guarded(run)
+    record = {
+        "number": signed.number,
+        "time": signed.time,
+        "writers": [
+            {"writer_id": w.writer_id, "tree_size": w.tree_size, "root": w.root.hex()}
+            for w in signed.writers
+        ],
+    }
+    if format == "json":
+        print_records([record], "jsonl", console)
+    else:
+        events = sum(w.tree_size for w in signed.writers)
+        console.print(
+            f"Signed checkpoint {signed.number}: {len(signed.writers)} writer log(s), "
+            f"{events:,} events"
+        )
+
+
+key_app = typer.Typer(help="The ledger's signing key.", no_args_is_help=True)
+app.add_typer(key_app, name="key")
+
+
+@key_app.command("show")
+def key_show(ledger: LedgerOption = None) -> None:
+    """Print the verifier key in signed-note form: <name>+<hex key id>+<base64(0x01||key)>."""
+    store = _guarded(partial(Ledger.open, _ledger_path(ledger)))
+    verifier = _guarded(store.keys.verifier)
+    if verifier is None:
+        _fail("this ledger has no signing key yet (it gets one at its first checkpoint)", 1)
+    console.print(str(verifier), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def proof(
+    event_id: Annotated[str, typer.Argument(help="The event to prove.")],
+    ledger: LedgerOption = None,
+    format: FormatOption = "json",
+) -> None:
+    """Prove an event is in its writer log at a signed checkpoint (RFC 9162 inclusion proof)."""
+    _check_format(format, ("table", "json"))
+    found = _guarded(lambda: Ledger.open(_ledger_path(ledger)).proof(event_id))
+    record = found.to_json()
+    if format == "json":
+        sys.stdout.write(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for name, value in record.items():
+            shown = "\n  ".join(value) if isinstance(value, list) else value
+            console.print(f"[bold]{name}[/]: {shown}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sync(
+    source: Annotated[Path, typer.Argument(help="The ledger to merge in.")],
+    ledger: LedgerOption = None,
+    format: FormatOption = "table",
+) -> None:
+    """Merge another ledger's writer logs into this one; refuse and report equivocations."""
+    _check_format(format, ("table", "json"))
+    report = _guarded(lambda: Ledger.open(_ledger_path(ledger)).sync(source))
+    if format == "json":
+        record = {
+            "writers_added": list(report.writers_added),
+            "writers_extended": list(report.writers_extended),
+            "events_added": report.events_added,
+            "equivocations": [e.__dict__ for e in report.equivocations],
+            "skipped": list(report.skipped),
+        }
+        print_records([record], "jsonl", console)
+    else:
+        console.print(
+            f"Merged {report.events_added:,} events: {len(report.writers_added)} writer log(s) "
+            f"added, {len(report.writers_extended)} extended"
+        )
+        for equivocation in report.equivocations:
+            console.print(
+                f"[bold red]EQUIVOCATION[/] writer {equivocation.writer_id}, seq "
+                f"{equivocation.seq}: {source} holds a different event; not merged",
+                highlight=False,
+            )
+        for message in report.skipped:
+            console.print(f"[yellow]skipped:[/] {message}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

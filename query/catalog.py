@@ -8,22 +8,27 @@ Arrow table, and external access is then switched off and the configuration lock
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 import sqlglot
 
-from ledger import Ledger
+from ledger import Ledger, LedgerError
 from ledger.schema import SEGMENT_SCHEMA
+from ledger.segments import list_segments
 
 __all__ = ["CatalogLimits", "connect"]
 
 # Constant view definitions, parsed by sqlglot; the relations they read are registered objects.
 _VIEWS = {
+    # _bounds holds, per writer log, how many of its events are in view: all of them, or as many
+    # as a checkpoint signed (--as-of).
     "events_raw": (
-        "SELECT * REPLACE (CAST(attrs AS JSON) AS attrs) FROM "
-        "(SELECT * FROM _segments UNION ALL BY NAME SELECT * FROM _unflushed)"
+        "SELECT e.* REPLACE (CAST(e.attrs AS JSON) AS attrs) FROM "
+        "(SELECT * FROM _segments UNION ALL BY NAME SELECT * FROM _unflushed) AS e "
+        "JOIN _bounds AS b ON e.writer_id = b.writer_id AND e.seq < b.tree_size"
     ),
     # One row per event_id. The same event_id reaching the ledger through several writers (client
     # retries) resolves to its earliest observed copy; writer_id and seq break ties, so every
@@ -38,7 +43,19 @@ _VIEWS = {
         "arg_max(hash, seq) AS last_hash, max(observed_time) AS last_observed_time "
         "FROM events_raw GROUP BY writer_id"
     ),
+    "checkpoints": "SELECT * FROM _checkpoints",
 }
+_UNBOUNDED = 2**62  # a writer log's bound when every event is in view
+_BOUNDS_SCHEMA = pa.schema([("writer_id", pa.string()), ("tree_size", pa.int64())])
+_CHECKPOINTS_SCHEMA = pa.schema(
+    [
+        ("number", pa.int64()),
+        ("time", pa.timestamp("us", tz="UTC")),
+        ("writer_id", pa.string()),
+        ("tree_size", pa.int64()),
+        ("root", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -49,16 +66,38 @@ class CatalogLimits:
     memory_limit: str = "2GB"
 
 
-def connect(ledger: Ledger, limits: CatalogLimits | None = None) -> duckdb.DuckDBPyConnection:
-    """A locked-down DuckDB connection whose views show the ledger as it is now."""
+def connect(
+    ledger: Ledger, limits: CatalogLimits | None = None, as_of: int | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A locked-down DuckDB connection whose views show the ledger now, or as of a checkpoint."""
     limits = limits or CatalogLimits()
+    checkpoints = _checkpoints(ledger)
+    layouts = ledger.writer_layouts()
+    if as_of is None:
+        bounds = {layout.writer_id: _UNBOUNDED for layout in layouts}
+    else:
+        signed = ledger.checkpoints.load(as_of, ledger.keys.verifiers())
+        bounds = {w.writer_id: w.tree_size for w in signed.writers}
+    segments = [
+        segment
+        for layout in layouts
+        if layout.writer_id in bounds
+        for segment in list_segments(layout.segments)
+        if segment.first_seq < bounds[layout.writer_id]
+    ]
+    unflushed = ledger.unflushed_table()
     connection = duckdb.connect(
         config={"threads": limits.threads, "memory_limit": limits.memory_limit}
     )
-    files = [str(s.path) for s in ledger.segment_files()]
-    segments = ds.dataset(files, format="parquet", schema=SEGMENT_SCHEMA) if files else None
-    connection.register("_segments", segments if segments is not None else _empty())
-    connection.register("_unflushed", ledger.unflushed_table())
+    files = [str(s.path) for s in segments]
+    dataset = ds.dataset(files, format="parquet", schema=SEGMENT_SCHEMA) if files else None
+    connection.register("_segments", dataset if dataset is not None else _empty())
+    connection.register("_unflushed", unflushed)
+    connection.register(
+        "_bounds",
+        pa.table([list(bounds), list(bounds.values())], schema=_BOUNDS_SCHEMA),
+    )
+    connection.register("_checkpoints", checkpoints)
     for name, definition in _VIEWS.items():
         view = sqlglot.parse_one(definition, read="duckdb")
         create = sqlglot.exp.Create(
@@ -75,3 +114,19 @@ def connect(ledger: Ledger, limits: CatalogLimits | None = None) -> duckdb.DuckD
 
 def _empty() -> pa.Table:
     return SEGMENT_SCHEMA.empty_table()
+
+
+def _checkpoints(ledger: Ledger) -> pa.Table:
+    """Every signed checkpoint's writer states; checkpoints whose signature fails are left out."""
+    rows = []
+    verifiers = ledger.keys.verifiers()
+    for number in ledger.checkpoints.numbers():
+        try:
+            signed = ledger.checkpoints.load(number, verifiers)
+        except LedgerError:
+            continue  # verify reports it; a query shows only what is signed
+        moment = datetime.fromisoformat(signed.time)
+        for writer in signed.writers:
+            rows.append((number, moment, writer.writer_id, writer.tree_size, writer.root.hex()))
+    columns = [[row[i] for row in rows] for i in range(len(_CHECKPOINTS_SCHEMA))]
+    return pa.table(columns, schema=_CHECKPOINTS_SCHEMA)

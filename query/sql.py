@@ -38,12 +38,13 @@ def run_sql(
     max_rows: int = DEFAULT_MAX_ROWS,
     timeout: float = DEFAULT_TIMEOUT,
     limits: CatalogLimits | None = None,
+    as_of: int | None = None,
 ) -> SqlResult:
-    """Answer a read-only query over the ledger; refuse anything else."""
+    """Answer a read-only query over the ledger (as of a checkpoint); refuse anything else."""
     statement = check_read_only(query, dialect)
     duck_sql = statement.sql("duckdb")
     started = time.perf_counter()
-    connection = connect(ledger, limits)
+    connection = connect(ledger, limits, as_of)
     timer = threading.Timer(timeout, connection.interrupt)
     timer.start()
     try:
