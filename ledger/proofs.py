@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import pyarrow as pa
+import duckdb
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
+import sqlglot
 
 from .canonical import format_micros
 from .checkpoints import CheckpointStore, LedgerCheckpoint, WriterState
@@ -21,7 +22,6 @@ from .merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from .schema import SEGMENT_SCHEMA
 from .segments import list_segments
 from .tree import WriterTree, open_writer_tree
 from .writer import WriterLog
@@ -133,20 +133,32 @@ def prove_inclusion(
     )
 
 
+_LOCATE = sqlglot.parse_one(
+    "SELECT writer_id, seq, leaf_hash, observed_time FROM read_parquet($files) "
+    "WHERE event_id = $event_id",
+    read="duckdb",
+)
+
+
 def _locate(layouts: Sequence[WriterLayout], event_id: str) -> tuple[str, int, bytes]:
     """The logical copy of an event: earliest observed_time, then writer_id, then seq."""
     files = [str(s.path) for layout in layouts for s in list_segments(layout.segments)]
-    columns = ["writer_id", "seq", "leaf_hash", "observed_time"]
-    found: list[pa.Table] = []
+    rows: list[dict[str, Any]] = []
     if files:
-        dataset = ds.dataset(files, format="parquet", schema=SEGMENT_SCHEMA)
-        found.append(dataset.to_table(columns=columns, filter=pc.field("event_id") == event_id))
+        with duckdb.connect() as connection:
+            found = connection.execute(
+                _LOCATE.sql("duckdb"), {"files": files, "event_id": event_id}
+            )
+            names = [d[0] for d in found.description or ()]
+            rows += [dict(zip(names, values, strict=True)) for values in found.fetchall()]
     for layout in layouts:
         tail = wal_tail(layout)
         if tail is not None:
-            found.append(tail.filter(pc.field("event_id") == event_id).select(columns))
-    rows = pa.concat_tables(found).to_pylist() if found else []
+            rows += tail.filter(pc.field("event_id") == event_id).select(_COLUMNS).to_pylist()
     if not rows:
         raise LedgerError(f"no event with event_id {event_id!r} in this ledger")
     best = min(rows, key=lambda r: (r["observed_time"], r["writer_id"], r["seq"]))
-    return best["writer_id"], best["seq"], best["leaf_hash"]
+    return best["writer_id"], best["seq"], bytes(best["leaf_hash"])
+
+
+_COLUMNS = ["writer_id", "seq", "leaf_hash", "observed_time"]
