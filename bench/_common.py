@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,40 @@ def batches(count: int, size: int, seed: int = 7) -> Iterator[list[dict[str, Any
             batch = []
     if batch:
         yield batch
+
+
+def build_ledger(path: Path, count: int, seed: int = 7) -> float:
+    """Build a benchmark ledger of ``count`` simulated events unless a complete one is there.
+
+    Returns the build's events/s (0 when reused). Kept under bench/out/ between runs.
+    """
+    from ledger import Ledger
+
+    marker = path / "complete"
+    if marker.exists():
+        return 0.0
+    shutil.rmtree(path, ignore_errors=True)
+    ledger = Ledger.init(path)
+    started = time.perf_counter()
+    for batch in batches(count, 10_000, seed):
+        ledger.append(batch)
+    ledger.close()
+    rate = count / (time.perf_counter() - started)
+    marker.write_text(str(count))
+    return rate
+
+
+def linked_copy(source: Path, target: Path) -> None:
+    """Copy a ledger cheaply: segments are immutable, so they are hard-linked."""
+    shutil.rmtree(target, ignore_errors=True)
+
+    def link_or_copy(src: str, dst: str) -> None:
+        if src.endswith(".parquet"):
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link_or_copy)
 
 
 def peak_rss_mb() -> float:

@@ -14,25 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import OUT, batches, emit, events, peak_rss_mb
+from _common import OUT, build_ledger, emit, events, peak_rss_mb
 
 from ledger import Ledger
-
-
-def build(path: Path, count: int) -> float:
-    """Build the benchmark ledger unless a complete one is there; return build events/s."""
-    marker = path / "complete"
-    if marker.exists():
-        return 0.0
-    shutil.rmtree(path, ignore_errors=True)
-    ledger = Ledger.init(path)
-    started = time.perf_counter()
-    for batch in batches(count, 10_000):
-        ledger.append(batch)
-    ledger.close()
-    rate = count / (time.perf_counter() - started)
-    marker.write_text(str(count))
-    return rate
 
 
 def auditchain_verify_rate(count: int) -> float:
@@ -67,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     path = OUT / f"ledger-{args.events}"
     OUT.mkdir(exist_ok=True)
-    build_rate = build(path, args.events)
+    build_rate = build_ledger(path, args.events)
     ledger = Ledger.open(path)
     started = time.perf_counter()
     report = ledger.verify()

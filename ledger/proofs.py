@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,14 +142,28 @@ _LOCATE = sqlglot.parse_one(
 )
 
 
+_LOOKUP_LOCK = threading.Lock()
+
+
+@functools.cache
+def _lookup_connection() -> duckdb.DuckDBPyConnection:
+    """One connection for lookups: opening one costs more than a bloom-filtered lookup."""
+    return duckdb.connect()
+
+
+@functools.cache
+def _locate_sql() -> str:
+    return _LOCATE.sql("duckdb")
+
+
 def _locate(layouts: Sequence[WriterLayout], event_id: str) -> tuple[str, int, bytes]:
     """The logical copy of an event: earliest observed_time, then writer_id, then seq."""
     files = [str(s.path) for layout in layouts for s in list_segments(layout.segments)]
     rows: list[dict[str, Any]] = []
     if files:
-        with duckdb.connect() as connection:
-            found = connection.execute(
-                _LOCATE.sql("duckdb"), {"files": files, "event_id": event_id}
+        with _LOOKUP_LOCK:
+            found = _lookup_connection().execute(
+                _locate_sql(), {"files": files, "event_id": event_id}
             )
             names = [d[0] for d in found.description or ()]
             rows += [dict(zip(names, values, strict=True)) for values in found.fetchall()]
