@@ -1,7 +1,7 @@
 """verify over a large ledger (default 10M events), against auditchain's verify on the same events.
 
 The ledger is built once from the simulator and kept under bench/out/ (reused by later runs).
-Prints one JSON line: events/s for both, their ratio, ledger size per million events and peak memory.
+Prints one JSON line: events/s for both, their ratio, size per million events, peak memory.
 """
 
 from __future__ import annotations
