@@ -455,12 +455,13 @@ def demo(
 ) -> None:
     """Build a fresh ledger from the bundled sample, verify it, and summarise it."""
     source = events or _bundled_sample()
-    if (ledger / "ledger.json").exists():
-        shutil.rmtree(ledger)
+    if (ledger / _DEMO_MARKER).exists():
+        shutil.rmtree(ledger)  # only ever a ledger an earlier demo built
     elif ledger.exists() and any(ledger.iterdir()):
-        _fail(f"{ledger} exists and is not a ledger; choose another --ledger", 2)
+        _fail(f"{ledger} exists and was not made by demo; choose another --ledger", 2)
     console.rule("[bold]Chainsight demo")
     _guarded(lambda: Ledger.init(ledger))
+    (ledger / _DEMO_MARKER).write_text("built by 'chainsight demo'; demo may delete it\n")
     console.print(f"1. created ledger at {ledger}")
     ingest([str(source)], ledger=ledger)
     console.print("2. verifying every hash and link")
@@ -474,6 +475,7 @@ def demo(
         raise typer.Exit(1)
 
 
+_DEMO_MARKER = ".chainsight-demo"
 _DEMO_QUERIES = (
     (
         "Events by category",

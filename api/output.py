@@ -33,15 +33,32 @@ def json_default(value: object) -> object:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+def _positional_rows(table: pa.Table) -> list[tuple[Any, ...]]:
+    """Rows by position: a query may name two columns alike (``a.id, b.id``)."""
+    return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Column names made unique for JSON objects: a repeated ``id`` becomes ``id_1``, ..."""
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        unique.append(name if count == 0 else f"{name}_{count}")
+    return unique
+
+
 def _json_ready(table: pa.Table) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = table.to_pylist()
-    json_columns = [f.name for f in table.schema if f.name == "attrs" or "json" in str(f.type)]
-    for row in rows:
-        for name in json_columns:
-            text = row.get(name)
-            if isinstance(text, str):
-                row[name] = orjson.Fragment(text)
-    return rows
+    names = _unique_names(table.column_names)
+    embedded = {i for i, f in enumerate(table.schema) if f.name == "attrs" or "json" in str(f.type)}
+    return [
+        {
+            name: orjson.Fragment(value) if i in embedded and isinstance(value, str) else value
+            for i, (name, value) in enumerate(zip(names, row, strict=True))
+        }
+        for row in _positional_rows(table)
+    ]
 
 
 def write_table(table: pa.Table, fmt: str, out: Path | None = None) -> None:
@@ -78,8 +95,8 @@ def _write_text(table: pa.Table, fmt: str, stream: IO[bytes]) -> None:
         text = _TextSink(stream)
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(table.column_names)
-        for row in table.to_pylist():
-            writer.writerow([_csv_cell(v) for v in row.values()])
+        for values in _positional_rows(table):
+            writer.writerow([_csv_cell(v) for v in values])
     else:
         raise ValueError(f"unknown format {fmt!r}")
 
@@ -111,8 +128,8 @@ def print_table(table: pa.Table, console: Console, title: str | None = None) -> 
     view = Table(title=title, show_lines=False, header_style="bold")
     for name in table.column_names:
         view.add_column(name, overflow="fold")
-    for row in table.to_pylist():
-        view.add_row(*(_csv_cell(v) for v in row.values()))
+    for row in _positional_rows(table):
+        view.add_row(*(_csv_cell(v) for v in row))
     console.print(view)
 
 

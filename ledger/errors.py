@@ -59,7 +59,7 @@ class ValidationError(LedgerError):
     max_listed = 20
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = tuple(problems)
+        self.problems = tuple(sorted(problems, key=lambda p: p.index))
         shown = "; ".join(str(p) for p in self.problems[: self.max_listed])
         more = len(self.problems) - self.max_listed
         suffix = f"; and {more} more" if more > 0 else ""

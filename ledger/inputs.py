@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import InputFormatError, Problem
@@ -77,10 +78,10 @@ def spool_stdin() -> Path:
 
 def read_chunks(path: Path, fmt: str | None = None, chunk_size: int = 10_000) -> Iterator[Chunk]:
     """Read a file's events in chunks; unreadable records are reported, never skipped silently."""
-    fmt = fmt or detect_format(path)
-    if fmt not in FORMATS:
+    if fmt is not None and fmt not in FORMATS:
         raise InputFormatError(f"unknown input format {fmt!r} (use one of: {', '.join(FORMATS)})")
     try:
+        fmt = fmt or detect_format(path)
         if fmt == "jsonl":
             yield from _jsonl(path, chunk_size)
         elif fmt == "json":
@@ -91,6 +92,8 @@ def read_chunks(path: Path, fmt: str | None = None, chunk_size: int = 10_000) ->
             yield from _csv(path, chunk_size)
     except FileNotFoundError:
         raise InputFormatError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputFormatError(f"{path}: is a directory, not a file of events") from None
     except (OSError, EOFError) as err:
         raise InputFormatError(f"{path}: cannot be read: {err}") from None
 
@@ -139,10 +142,22 @@ def _parquet(path: Path, chunk_size: int) -> Iterator[Chunk]:
         raise InputFormatError(f"{path}: not a readable Parquet file ({err})") from None
     first = 0
     for batch in parquet.iter_batches(batch_size=chunk_size):
-        records: list[object] = [_from_parquet_row(row) for row in batch.to_pylist()]
+        rows = _microsecond_times(batch).to_pylist()
+        records: list[object] = [_from_parquet_row(row) for row in rows]
         locations = [f"row {first + i}" for i in range(len(records))]
         yield Chunk(records, locations, first)
         first += len(records)
+
+
+def _microsecond_times(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Nanosecond timestamps (pandas' default) truncated to the ledger's microseconds."""
+    columns = [
+        column.cast(pa.timestamp("us", tz=column.type.tz), safe=False)
+        if pa.types.is_timestamp(column.type) and column.type.unit == "ns"
+        else column
+        for column in batch.columns
+    ]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 def _from_parquet_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +176,8 @@ def _from_parquet_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def _csv(path: Path, chunk_size: int) -> Iterator[Chunk]:
     with _open(path) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        # utf-8-sig: spreadsheets write a byte-order mark before the header.
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.DictReader(text)
         records: list[object] = []
         locations: list[str] = []
