@@ -192,7 +192,7 @@ def _check_file(path: Path, input_format: str | None, batch_size: int) -> None:
         else:
             records, locations = chunk.records, chunk.locations
         try:
-            check_batch(records, locations)
+            check_batch(records, locations, serialise=True)
         except ValidationError as err:
             problems.extend(err.problems)
     if problems:

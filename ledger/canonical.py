@@ -31,9 +31,10 @@ _MAX_DEPTH = 64
 _UTF16_ORDER_DIFFERS = "\ue000"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_CANONICAL_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
+_CANONICAL_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z", re.ASCII)
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d\d):(\d\d))\Z"
+    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d\d):(\d\d))\Z",
+    re.ASCII,  # \d would otherwise accept any script's digits
 )
 
 
@@ -74,10 +75,11 @@ def _fast_path_agrees(value: Any, path: str, depth: int) -> bool:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"{path or 'value'}: member name {key!r} is not a string")
-            _check_text(key, f"{path}.{key}")
+            member = f"{path}.{key}" if path else key
+            _check_text(key, member)
             if not key.isascii() and max(key) >= _UTF16_ORDER_DIFFERS:
                 agrees = False
-            agrees &= _fast_path_agrees(item, f"{path}.{key}" if path else key, depth + 1)
+            agrees &= _fast_path_agrees(item, member, depth + 1)
         return agrees
     raise ValueError(f"{path or 'value'}: {type(value).__name__} is not a JSON value")
 

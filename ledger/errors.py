@@ -49,7 +49,9 @@ class Problem:
     def __str__(self) -> str:
         where = self.location or f"record {self.index}"
         target = f"field '{self.field}'" if self.field else "record"
-        return f"{where}: {target}: {self.reason}"
+        text = f"{where}: {target}: {self.reason}"
+        # Names and values quoted from bad input may hold lone surrogates: keep output encodable.
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class ValidationError(LedgerError):

@@ -46,7 +46,7 @@ def _text(value: object) -> str:
             value.encode("utf-8")
         except UnicodeEncodeError as err:
             raise ValueError(f"invalid UTF-8 (unpaired surrogate at {err.start})") from None
-    return value
+    return str.__str__(value)  # a plain str: subclasses (numpy.str_, ...) have no JSON form
 
 
 def _required_text(value: object) -> str:
@@ -75,7 +75,7 @@ def _action(value: object) -> str:
 def _bool(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {_json_type(value)}")
-    return value
+    return bool(value)
 
 
 def _count(value: object) -> int:
@@ -83,7 +83,7 @@ def _count(value: object) -> int:
         raise ValueError(f"expected an integer, got {_json_type(value)}")
     if not 0 <= value <= MAX_SAFE_INTEGER:
         raise ValueError(f"must be between 0 and 2^53-1, got {value}")
-    return value
+    return int(value)
 
 
 def _text_list(value: object) -> list[str]:
@@ -114,10 +114,10 @@ def _enum_checker(name: str) -> Callable[[object], str]:
     listed = ", ".join(ENUMS[name])
 
     def check(value: object) -> str:
-        if value not in allowed or not isinstance(value, str):
+        if not isinstance(value, str) or value not in allowed:
             shown = repr(value)[:64] if isinstance(value, str) else _json_type(value)
             raise ValueError(f"{shown} is not one of: {listed}")
-        return value
+        return str.__str__(value)
 
     return check
 

@@ -16,13 +16,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .canonical import canonical_json
 from .hashing import ZERO_HASH, chain_hash, leaf_hash
 from .segments import SegmentFile, list_segments, rows_to_table
 from .wal import WalFrame, WalScan, scan_wal
 
 __all__ = [
     "WriterLayout",
+    "attrs_text",
     "hash_before",
     "new_writer_id",
     "read_head",
@@ -159,6 +159,30 @@ def hash_before(segments: Sequence[SegmentFile], seq: int) -> bytes:
     return ZERO_HASH
 
 
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]]')
+_ATTRS_MEMBER = b',"attrs":'
+
+
+def attrs_text(line: bytes) -> str:
+    """The ``attrs`` member of a canonical event, exactly as it was hashed.
+
+    Re-serialising the parsed value is not the same: RFC 8785 writes the float 1e17 as
+    100000000000000000, which parses back as an integer outside the JSON safe range.
+    """
+    # Inside a JSON string every quote is escaped, so ',"attrs":' can only be the member itself.
+    start = line.index(_ATTRS_MEMBER) + len(_ATTRS_MEMBER)
+    depth = 0
+    for token in _JSON_TOKEN.finditer(line, start):
+        mark = token.group()
+        if mark in (b"{", b"["):
+            depth += 1
+        elif mark in (b"}", b"]"):
+            depth -= 1
+            if depth == 0:
+                return line[start : token.end()].decode("utf-8")
+    raise ValueError("canonical event has an unterminated attrs member")
+
+
 def table_from_lines(lines: Sequence[bytes], prev_hash: bytes) -> pa.Table:
     """Rebuild segment rows from canonical event bytes, recomputing the hash chain."""
     rows: list[dict[str, Any]] = []
@@ -169,7 +193,7 @@ def table_from_lines(lines: Sequence[bytes], prev_hash: bytes) -> pa.Table:
     for line in lines:
         row = orjson.loads(line)
         if "attrs" in row:
-            row["attrs"] = canonical_json(row["attrs"]).decode("utf-8")
+            row["attrs"] = attrs_text(line)
         leaf = leaf_hash(line)
         digest = chain_hash(prev, leaf)
         rows.append(row)

@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .batch import CheckedBatch, check_batch, normalise
+from .batch import SERIALISE_OPTIONS, CheckedBatch, check_batch, normalise
 from .canonical import format_micros
 from .errors import CorruptLedgerError, LedgerError, WriterBusyError
 from .hashing import ZERO_HASH
@@ -37,12 +37,6 @@ FLUSH_ROWS = 256 * 1024
 FLUSH_WAL_BYTES = 96 * 1024 * 1024
 SMALL_SEGMENT_ROWS = 64 * 1024
 COMPACT_AT = 8
-_CANONICAL_OPTIONS = (
-    orjson.OPT_SORT_KEYS
-    | orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
 
 Stored = tuple[int, bytes]  # (seq, hash) of an event already in the log
 
@@ -228,7 +222,7 @@ class WriterLog:
             row["seq"] = seq
             if attrs_is_text and "attrs" in row:
                 row["attrs"] = orjson.Fragment(row["attrs"])
-            canonical = dumps(row, option=_CANONICAL_OPTIONS)
+            canonical = dumps(row, option=SERIALISE_OPTIONS)
             if not attrs_is_text and b'":null' in canonical:
                 raise TypeError("a null member")  # nulls mean "absent": normalise the batch
             leaf = sha256(b"\x00" + canonical).digest()
