@@ -14,7 +14,7 @@ import sqlglot
 
 from .canonical import format_micros
 from .checkpoints import CheckpointStore, LedgerCheckpoint, WriterState
-from .errors import LedgerError
+from .errors import LedgerError, ProofError
 from .keys import KeyStore
 from .layout import WriterLayout, try_lock, wal_tail
 from .merkle import (
@@ -87,7 +87,15 @@ def create_checkpoint(
     trees = {layout.writer_id: open_writer_tree(layout) for layout in layouts}
     if previous is not None:
         for old in previous.writers:
-            _check_extends(old, trees.get(old.writer_id), previous.number)
+            try:
+                _check_extends(old, trees.get(old.writer_id), previous.number)
+            except (LedgerError, LookupError):
+                # Before calling it a fork, rebuild the derived tree files from the segments.
+                layout = next((w for w in layouts if w.writer_id == old.writer_id), None)
+                if layout is None:
+                    raise
+                trees[old.writer_id] = open_writer_tree(layout, rebuild=True)
+                _check_extends(old, trees[old.writer_id], previous.number)
     states = [WriterState(t.writer_id, t.size, t.root) for t in trees.values()]
     return store.write(signer, states, format_micros(now_micros), previous)
 
@@ -107,7 +115,12 @@ def _check_extends(old: WriterState, tree: WriterTree | None, number: int) -> No
             "refusing to sign a fork (run 'chainsight verify')"
         )
     proof = consistency_proof(old.tree_size, tree.size, tree.reader)
-    verify_consistency(old.tree_size, tree.size, proof, old.root, tree.root)
+    try:
+        verify_consistency(old.tree_size, tree.size, proof, old.root, tree.root)
+    except ProofError as err:
+        raise LedgerError(
+            f"writer log {old.writer_id} is not consistent with checkpoint {number}: {err}"
+        ) from err
 
 
 def prove_inclusion(
@@ -122,9 +135,11 @@ def prove_inclusion(
         if state is None or state.tree_size <= seq:
             continue
         layout = next(w for w in layouts if w.writer_id == writer_id)
-        tree = open_writer_tree(layout)
-        proof = inclusion_proof(seq, state.tree_size, tree.reader)
-        verify_inclusion(leaf, seq, state.tree_size, proof, state.root)
+        try:
+            proof = _proof_from_tree(open_writer_tree(layout), leaf, seq, state)
+        except (ProofError, LookupError):
+            # The stored tree is derived data: rebuild it from the segments once and retry.
+            proof = _proof_from_tree(open_writer_tree(layout, rebuild=True), leaf, seq, state)
         note = store.note_text(number, writer_id)
         return InclusionProof(
             event_id, writer_id, seq, state.tree_size, leaf, tuple(proof), state.root, note, number
@@ -154,6 +169,12 @@ def _lookup_connection() -> duckdb.DuckDBPyConnection:
 @functools.cache
 def _locate_sql() -> str:
     return _LOCATE.sql("duckdb")
+
+
+def _proof_from_tree(tree: WriterTree, leaf: bytes, seq: int, state: WriterState) -> list[bytes]:
+    proof = inclusion_proof(seq, state.tree_size, tree.reader)
+    verify_inclusion(leaf, seq, state.tree_size, proof, state.root)
+    return proof
 
 
 def _locate(layouts: Sequence[WriterLayout], event_id: str) -> tuple[str, int, bytes]:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -212,6 +213,8 @@ def _fsync(path: Path) -> None:
 
 def _record(evidence_dir: Path, equivocation: Equivocation) -> None:
     evidence_dir.mkdir(parents=True, exist_ok=True)
+    if any(_same(equivocation, known) for known in _read_evidence(evidence_dir)):
+        return  # met again on a later sync: the evidence is already kept
     entry = {**equivocation.__dict__, "recorded": time.time()}
     with open(evidence_dir / EQUIVOCATIONS, "ab") as out:
         out.write(orjson.dumps(entry) + b"\n")
@@ -219,21 +222,29 @@ def _record(evidence_dir: Path, equivocation: Equivocation) -> None:
         os.fsync(out.fileno())
 
 
-def recorded_equivocations(evidence_dir: Path) -> list[Problem]:
-    """The equivocations sync has refused, as problems for ``verify`` to report."""
+def _read_evidence(evidence_dir: Path) -> list[dict[str, Any]]:
     path = evidence_dir / EQUIVOCATIONS
     if not path.exists():
         return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _same(equivocation: Equivocation, entry: dict[str, Any]) -> bool:
+    fields = ("writer_id", "seq", "ours", "theirs")
+    return all(getattr(equivocation, name) == entry.get(name) for name in fields)
+
+
+def recorded_equivocations(evidence_dir: Path) -> list[Problem]:
+    """The equivocations sync has refused, as problems for ``verify`` to report."""
     problems = []
-    for line in path.read_bytes().splitlines():
-        entry = orjson.loads(line)
+    for entry in _read_evidence(evidence_dir):
         problems.append(
             Problem(
                 entry["writer_id"],
                 "equivocation",
                 f"{entry['source']} holds a different event at this seq "
                 f"(ours {entry['ours'][:16]}…, theirs {entry['theirs'][:16]}…); it was not merged",
-                str(path.name),
+                EQUIVOCATIONS,
                 entry["seq"],
             )
         )

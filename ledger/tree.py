@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 import pyarrow.parquet as pq
 
 from .hashing import leaf_hash
@@ -151,18 +152,24 @@ def _tree_lock(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def open_writer_tree(layout: WriterLayout) -> WriterTree:
-    """Bring the stored tree up to the segments, and add the WAL's leaves in memory."""
+def open_writer_tree(layout: WriterLayout, rebuild: bool = False) -> WriterTree:
+    """Bring the stored tree up to the segments, and add the WAL's leaves in memory.
+
+    The stored tree is trusted only while its anchor (the chained hash of its last leaf's event,
+    which commits to every leaf before it) still matches the segments; ``rebuild`` forces a
+    rebuild, for a caller whose proof from the stored nodes failed.
+    """
     store = TreeStore(layout.directory / "tree")
     segments = list_segments(layout.segments)
     flushed = segments[-1].last_seq + 1 if segments else 0
     with _tree_lock(store.directory):
-        if not store.consistent() or store.size > flushed:
-            store.clear()  # a crash mid-append, or segments rewritten: rebuild from the data
+        if rebuild or not _anchored(store, segments, flushed):
+            store.clear()  # a crash mid-append, or the log rewritten: rebuild from the data
         if store.size < flushed:
             builder = TreeBuilder.resume(store.size, store)
             for leaves in _segment_leaves(segments, store.size):
                 store.append_runs(builder.extend(leaves))
+            _write_anchor(store, flushed, _chained_hash(segments, flushed - 1))
         stored_size = store.size
     builder = TreeBuilder.resume(stored_size, store)
     memory = _TailNodes()
@@ -171,6 +178,41 @@ def open_writer_tree(layout: WriterLayout) -> WriterTree:
         memory.add_runs(builder.extend(leaf_hash(line) for line in frame.lines[skip:]))
     reader = _Layered(store, stored_size, memory)
     return WriterTree(layout.writer_id, builder.size, reader, builder.root())
+
+
+_ANCHOR = "anchor.json"
+
+
+def _anchored(store: TreeStore, segments: Sequence[SegmentFile], flushed: int) -> bool:
+    """Whether the stored tree is whole and still describes a prefix of these segments."""
+    size = store.size
+    if size == 0:
+        return True
+    if size > flushed or not store.consistent():
+        return False
+    try:
+        anchor = orjson.loads((store.directory / _ANCHOR).read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return False
+    if anchor.get("size") != size:
+        return False
+    return bool(_chained_hash(segments, size - 1).hex() == anchor.get("hash"))
+
+
+def _write_anchor(store: TreeStore, size: int, chained: bytes) -> None:
+    temp = store.directory / f".{_ANCHOR}.tmp"
+    temp.write_bytes(orjson.dumps({"size": size, "hash": chained.hex()}))
+    os.replace(temp, store.directory / _ANCHOR)
+
+
+def _chained_hash(segments: Sequence[SegmentFile], seq: int) -> bytes:
+    for segment in segments:
+        if segment.first_seq <= seq <= segment.last_seq:
+            column = pq.read_table(segment.path, columns=["hash"]).column("hash")
+            position = seq - segment.first_seq
+            if position < len(column):
+                return bytes(column[position].as_py())
+    return b""
 
 
 def _segment_leaves(segments: Sequence[SegmentFile], start: int) -> Iterator[list[bytes]]:

@@ -71,7 +71,7 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """A locked-down DuckDB connection whose views show the ledger now, or as of a checkpoint."""
     limits = limits or CatalogLimits()
-    checkpoints = _checkpoints(ledger)
+    checkpoints = _checkpoints(ledger, as_of)
     layouts = ledger.writer_layouts()
     if as_of is None:
         bounds = {layout.writer_id: _UNBOUNDED for layout in layouts}
@@ -116,11 +116,13 @@ def _empty() -> pa.Table:
     return SEGMENT_SCHEMA.empty_table()
 
 
-def _checkpoints(ledger: Ledger) -> pa.Table:
-    """Every signed checkpoint's writer states; checkpoints whose signature fails are left out."""
+def _checkpoints(ledger: Ledger, as_of: int | None) -> pa.Table:
+    """Signed checkpoints' writer states, up to ``as_of``; ones failing their signature left out."""
     rows = []
     verifiers = ledger.keys.verifiers()
     for number in ledger.checkpoints.numbers():
+        if as_of is not None and number > as_of:
+            break
         try:
             signed = ledger.checkpoints.load(number, verifiers)
         except LedgerError:
