@@ -23,9 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .durable import fsync_dir, fsync_file
 from .errors import LedgerError, NoteError
 from .note import Checkpoint, Signer, Verifier, open_checkpoint, open_note, sign_note
-from .segments import fsync_dir
 
 __all__ = [
     "CheckpointStore",
@@ -179,7 +179,7 @@ class CheckpointStore:
             (staging / f"{state.writer_id}.note").write_text(tlog, encoding="utf-8")
         (staging / "ledger.note").write_text(note, encoding="utf-8")
         for path in staging.iterdir():
-            _fsync(path)
+            fsync_file(path)
         fsync_dir(staging)
         final = self.path(number)
         try:
@@ -193,14 +193,6 @@ class CheckpointStore:
             ) from None
         fsync_dir(self.directory)
         return LedgerCheckpoint(self.ledger_id, number, link, time, writers, note)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 GENESIS_LINK = _GENESIS

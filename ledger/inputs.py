@@ -98,28 +98,41 @@ def read_chunks(path: Path, fmt: str | None = None, chunk_size: int = 10_000) ->
         raise InputFormatError(f"{path}: cannot be read: {err}") from None
 
 
-def _jsonl(path: Path, chunk_size: int) -> Iterator[Chunk]:
+# What a line-oriented reader yields per record: its location, and the record or why it
+# could not be read.
+_Read = tuple[str, object, str]
+
+
+def _chunked(reads: Iterator[_Read], chunk_size: int) -> Iterator[Chunk]:
+    """Group records into chunks, keeping unreadable ones (as None) with their problems."""
     records: list[object] = []
     locations: list[str] = []
     unreadable: list[Problem] = []
-    index = first = 0
-    with _open(path) as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            location = f"line {number}"
-            try:
-                records.append(orjson.loads(line))
-            except orjson.JSONDecodeError as err:
-                unreadable.append(Problem(index, "", f"not valid JSON ({err})", location))
-                records.append(None)
-            locations.append(location)
-            index += 1
-            if len(records) >= chunk_size:
-                yield Chunk(records, locations, first, tuple(unreadable))
-                records, locations, unreadable, first = [], [], [], index
-    if records or unreadable:
+    first = 0
+    for index, (location, record, problem) in enumerate(reads):
+        if problem:
+            unreadable.append(Problem(index, "", problem, location))
+        records.append(None if problem else record)
+        locations.append(location)
+        if len(records) >= chunk_size:
+            yield Chunk(records, locations, first, tuple(unreadable))
+            records, locations, unreadable, first = [], [], [], index + 1
+    if records:
         yield Chunk(records, locations, first, tuple(unreadable))
+
+
+def _jsonl(path: Path, chunk_size: int) -> Iterator[Chunk]:
+    def reads() -> Iterator[_Read]:
+        with _open(path) as stream:
+            for number, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield f"line {number}", orjson.loads(line), ""
+                except orjson.JSONDecodeError as err:
+                    yield f"line {number}", None, f"not valid JSON ({err})"
+
+    return _chunked(reads(), chunk_size)
 
 
 def _json_array(path: Path, chunk_size: int) -> Iterator[Chunk]:
@@ -175,31 +188,20 @@ def _from_parquet_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _csv(path: Path, chunk_size: int) -> Iterator[Chunk]:
-    with _open(path) as raw:
-        # utf-8-sig: spreadsheets write a byte-order mark before the header.
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-        reader = csv.DictReader(text)
-        records: list[object] = []
-        locations: list[str] = []
-        unreadable: list[Problem] = []
-        index = first = 0
-        try:
-            for row in reader:
-                location = f"line {reader.line_num}"
-                try:
-                    records.append(_from_csv_row(row))
-                except ValueError as err:
-                    unreadable.append(Problem(index, "", str(err), location))
-                    records.append(None)
-                locations.append(location)
-                index += 1
-                if len(records) >= chunk_size:
-                    yield Chunk(records, locations, first, tuple(unreadable))
-                    records, locations, unreadable, first = [], [], [], index
-        except UnicodeDecodeError as err:
-            raise InputFormatError(f"{path}: not UTF-8 text ({err})") from None
-        if records or unreadable:
-            yield Chunk(records, locations, first, tuple(unreadable))
+    def reads() -> Iterator[_Read]:
+        with _open(path) as raw:
+            # utf-8-sig: spreadsheets write a byte-order mark before the header.
+            reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""))
+            try:
+                for row in reader:
+                    try:
+                        yield f"line {reader.line_num}", _from_csv_row(row), ""
+                    except ValueError as err:
+                        yield f"line {reader.line_num}", None, str(err)
+            except UnicodeDecodeError as err:
+                raise InputFormatError(f"{path}: not UTF-8 text ({err})") from None
+
+    return _chunked(reads(), chunk_size)
 
 
 def _from_csv_row(row: dict[str | None, str | list[str] | None]) -> dict[str, Any]:

@@ -15,13 +15,14 @@ import orjson
 import pyarrow as pa
 
 from .checkpoints import CheckpointStore, LedgerCheckpoint
+from .durable import write_atomically
 from .errors import CorruptLedgerError, LedgerError, LedgerExistsError, LedgerNotFoundError
 from .keys import KeyStore
 from .layout import WriterLayout, try_lock, wal_tail
 from .proofs import InclusionProof, create_checkpoint, prove_inclusion, settle_idle_logs
 from .receipts import Receipts
 from .schema import SEGMENT_SCHEMA
-from .segments import SegmentFile, fsync_dir, list_segments
+from .segments import SegmentFile, list_segments
 from .sync import SyncReport, recorded_equivocations, sync_writer_logs
 from .verify import VerifyReport, verify_ledger
 from .writer import WriterLog
@@ -92,12 +93,10 @@ class Ledger:
         root.mkdir(parents=True, exist_ok=True)
         (root / "writers").mkdir(exist_ok=True)
         info = LedgerInfo(ledger_id or secrets.token_hex(8), FORMAT_VERSION, time.time())
-        temp = root / f".{LEDGER_FILE}.tmp"
-        temp.write_bytes(orjson.dumps(info.__dict__))
         ledger = cls(root, info)
         ledger.keys.create(Path(key) if key is not None else None)
-        os.replace(temp, root / LEDGER_FILE)  # last: a ledger exists only once it is complete
-        fsync_dir(root)
+        # Last: a ledger exists only once it is complete.
+        write_atomically(root / LEDGER_FILE, orjson.dumps(info.__dict__))
         return ledger
 
     @classmethod

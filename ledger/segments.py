@@ -12,11 +12,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .durable import fsync_dir, fsync_file
 from .schema import CLIENT_FIELDS, HASH_COLUMNS, SEGMENT_SCHEMA, Kind
 
 __all__ = [
     "SegmentFile",
-    "fsync_dir",
     "list_segments",
     "read_segment",
     "rows_to_table",
@@ -104,11 +104,7 @@ def write_segment(directory: Path, table: pa.Table, first_seq: int) -> SegmentFi
         # Finding one event_id (proofs, resubmitted ids) reads only the row groups that may hold it.
         bloom_filter_options={"event_id": {"ndv": max(table.num_rows, 1), "fpp": 0.01}},
     )
-    fd = os.open(temp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(temp)
     os.replace(temp, final)
     fsync_dir(directory)
     return SegmentFile(final, first_seq, last_seq)
@@ -117,12 +113,3 @@ def write_segment(directory: Path, table: pa.Table, first_seq: int) -> SegmentFi
 def read_segment(segment: SegmentFile, columns: Sequence[str] | None = None) -> pa.Table:
     """Read a segment (optionally only some columns)."""
     return pq.read_table(segment.path, columns=list(columns) if columns else None)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a directory's entries (creations, renames, deletions) durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

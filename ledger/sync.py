@@ -19,10 +19,11 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from .durable import fsync_dir, fsync_file, write_atomically
 from .errors import LedgerError
 from .layout import WriterLayout, try_lock, wal_tail
 from .report import Problem
-from .segments import SegmentFile, fsync_dir, list_segments, read_segment, write_segment
+from .segments import SegmentFile, list_segments, read_segment, write_segment
 from .writer import WriterLog
 
 __all__ = ["Equivocation", "SyncReport", "recorded_equivocations", "sync_writer_logs"]
@@ -151,7 +152,7 @@ def _copy_log(theirs: _Log, writers_dir: Path) -> int:
     for segment in theirs.segments:
         copy = staging / "segments" / segment.path.name
         shutil.copyfile(segment.path, copy)
-        _fsync(copy)
+        fsync_file(copy)
     if theirs.tail is not None and theirs.tail.num_rows:
         write_segment(staging / "segments", theirs.tail, int(theirs.tail.column("seq")[0].as_py()))
     _write_head(staging, theirs)
@@ -197,18 +198,7 @@ def _write_head(directory: Path, log: _Log) -> None:
     if not log.end:
         return
     head = {"seq": log.end - 1, "hash": log.hash_at(log.end - 1).hex()}
-    temp = directory / ".head.json.tmp"
-    temp.write_bytes(orjson.dumps(head))
-    _fsync(temp)
-    os.replace(temp, directory / "head.json")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomically(directory / "head.json", orjson.dumps(head))
 
 
 def _record(evidence_dir: Path, equivocation: Equivocation) -> None:

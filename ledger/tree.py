@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 
+from .durable import write_atomically
 from .hashing import leaf_hash
 from .layout import WriterLayout, unflushed_frames
 from .merkle import HASH_SIZE, NodeID, NodeReader, NodeRun, TreeBuilder
@@ -200,9 +201,7 @@ def _anchored(store: TreeStore, segments: Sequence[SegmentFile], flushed: int) -
 
 
 def _write_anchor(store: TreeStore, size: int, chained: bytes) -> None:
-    temp = store.directory / f".{_ANCHOR}.tmp"
-    temp.write_bytes(orjson.dumps({"size": size, "hash": chained.hex()}))
-    os.replace(temp, store.directory / _ANCHOR)
+    write_atomically(store.directory / _ANCHOR, orjson.dumps({"size": size, "hash": chained.hex()}))
 
 
 def _chained_hash(segments: Sequence[SegmentFile], seq: int) -> bytes:

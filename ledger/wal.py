@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .durable import fsync_dir
+
 __all__ = ["WalFrame", "WalScan", "WriteAheadLog", "scan_wal"]
 
 _MAGIC = b"CSW1"
@@ -108,7 +110,7 @@ class WriteAheadLog:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         self._length = os.lseek(self._fd, 0, os.SEEK_END)
         if not existed:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     @property
     def length(self) -> int:
@@ -140,11 +142,3 @@ class WriteAheadLog:
     def close(self) -> None:
         """Release the file."""
         os.close(self._fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

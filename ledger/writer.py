@@ -22,13 +22,14 @@ import pyarrow.parquet as pq
 
 from .batch import SERIALISE_OPTIONS, CheckedBatch, check_batch, normalise
 from .canonical import format_micros
+from .durable import fsync_dir, write_atomically
 from .errors import CorruptLedgerError, LedgerError, WriterBusyError
 from .hashing import ZERO_HASH
 from .idindex import IdIndex, id_keys
 from .layout import WriterLayout, new_writer_id, scan_wal_files, table_from_lines, try_lock
 from .receipts import Receipts
 from .schema import SEGMENT_SCHEMA
-from .segments import SegmentFile, fsync_dir, list_segments, read_segment, write_segment
+from .segments import SegmentFile, list_segments, read_segment, write_segment
 from .wal import WriteAheadLog
 
 __all__ = ["WriterLog"]
@@ -344,13 +345,7 @@ class WriterLog:
             raise LedgerError(f"flushing writer log {self.writer_id} failed: {error}") from error
 
     def _write_head(self, seq: int, digest: bytes) -> None:
-        temp = self.layout.directory / ".head.json.tmp"
-        with open(temp, "wb") as out:
-            out.write(orjson.dumps({"seq": seq, "hash": digest.hex()}))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, self.layout.head)
-        fsync_dir(self.layout.directory)
+        write_atomically(self.layout.head, orjson.dumps({"seq": seq, "hash": digest.hex()}))
 
     def _compact(self) -> None:
         """Merge a run of small trailing segments into one, crash-safely (journal first)."""
@@ -367,11 +362,7 @@ class WriterLog:
             "merged": f"{small[0].first_seq:020d}-{small[-1].last_seq:020d}.parquet",
             "sources": [s.path.name for s in small],
         }
-        with open(journal, "wb") as out:
-            out.write(orjson.dumps(plan))
-            out.flush()
-            os.fsync(out.fileno())
-        fsync_dir(self.layout.directory)
+        write_atomically(journal, orjson.dumps(plan))
         merged = write_segment(self.layout.segments, table, small[0].first_seq)
         with self._state:
             for segment in small:
