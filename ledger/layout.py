@@ -26,6 +26,7 @@ __all__ = [
     "hash_before",
     "new_writer_id",
     "read_head",
+    "segments_in_force",
     "table_from_lines",
     "try_lock",
     "unflushed_frames",
@@ -97,6 +98,27 @@ class WriterLayout:
         return str(value) if value is not None else None
 
 
+def segments_in_force(layout: WriterLayout) -> tuple[list[SegmentFile], str]:
+    """A writer log's segments, less the sources of an interrupted compaction; and a note.
+
+    Between a compaction's rename of the merged segment and the removal of its sources both
+    exist; the journal says which files the merged one replaces.
+    """
+    segments = list_segments(layout.segments)
+    try:
+        plan = orjson.loads(layout.compaction_journal.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return segments, ""
+    if not (layout.segments / plan["merged"]).exists():
+        return segments, ""
+    replaced = set(plan["sources"])
+    note = (
+        f"writer {layout.writer_id}: an interrupted compaction into {plan['merged']} "
+        "will be completed when the writer log is next opened"
+    )
+    return [s for s in segments if s.path.name not in replaced], note
+
+
 def try_lock(path: Path) -> int | None:
     """Take the appender lock of a writer log, or None if another live process holds it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -141,7 +163,7 @@ def unflushed_frames(layout: WriterLayout, segments: Sequence[SegmentFile]) -> l
 
 def wal_tail(layout: WriterLayout) -> pa.Table | None:
     """The events of a writer's WAL that are not yet in its segments (read-only, lock-free)."""
-    segments = list_segments(layout.segments)
+    segments, _ = segments_in_force(layout)
     frames = unflushed_frames(layout, segments)
     if not frames:
         return None

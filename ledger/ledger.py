@@ -14,15 +14,16 @@ from typing import Self
 import orjson
 import pyarrow as pa
 
+from .batch import check_batch
 from .checkpoints import CheckpointStore, LedgerCheckpoint
 from .durable import write_atomically
 from .errors import CorruptLedgerError, LedgerError, LedgerExistsError, LedgerNotFoundError
 from .keys import KeyStore
-from .layout import WriterLayout, try_lock, wal_tail
+from .layout import WriterLayout, segments_in_force, try_lock, wal_tail
 from .proofs import InclusionProof, create_checkpoint, prove_inclusion, settle_idle_logs
 from .receipts import Receipts
 from .schema import SEGMENT_SCHEMA
-from .segments import SegmentFile, list_segments
+from .segments import SegmentFile
 from .sync import SyncReport, recorded_equivocations, sync_writer_logs
 from .verify import VerifyReport, verify_ledger
 from .writer import WriterLog
@@ -124,7 +125,8 @@ class Ledger:
     def append(self, records: Iterable[object], locations: Sequence[str] | None = None) -> Receipts:
         """Validate and durably append a batch (all or nothing); return a receipt per record."""
         batch = records if isinstance(records, Sequence) else list(records)
-        return self.writer.append(batch, locations)
+        checked = check_batch(batch, locations)  # before a writer log is taken or created
+        return self.writer.append(batch, locations, checked)
 
     @property
     def writer(self) -> WriterLog:
@@ -180,7 +182,7 @@ class Ledger:
 
     def segment_files(self) -> list[SegmentFile]:
         """Every Parquet segment of every writer log."""
-        return [s for layout in self.writer_layouts() for s in list_segments(layout.segments)]
+        return [s for layout in self.writer_layouts() for s in segments_in_force(layout)[0]]
 
     def verify(self, workers: int | None = None) -> VerifyReport:
         """Recompute every hash and link of every writer log and check every checkpoint."""

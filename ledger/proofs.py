@@ -16,7 +16,7 @@ from .canonical import format_micros
 from .checkpoints import CheckpointStore, LedgerCheckpoint, WriterState
 from .errors import LedgerError, ProofError
 from .keys import KeyStore
-from .layout import WriterLayout, try_lock, wal_tail
+from .layout import WriterLayout, segments_in_force, try_lock, wal_tail
 from .merkle import (
     consistency_proof,
     inclusion_proof,
@@ -24,7 +24,6 @@ from .merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from .segments import list_segments
 from .tree import WriterTree, open_writer_tree
 from .writer import WriterLog
 
@@ -179,7 +178,7 @@ def _proof_from_tree(tree: WriterTree, leaf: bytes, seq: int, state: WriterState
 
 def _locate(layouts: Sequence[WriterLayout], event_id: str) -> tuple[str, int, bytes]:
     """The logical copy of an event: earliest observed_time, then writer_id, then seq."""
-    files = [str(s.path) for layout in layouts for s in list_segments(layout.segments)]
+    files = [str(s.path) for layout in layouts for s in segments_in_force(layout)[0]]
     rows: list[dict[str, Any]] = []
     if files:
         with _LOOKUP_LOCK:

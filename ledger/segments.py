@@ -16,6 +16,7 @@ from .durable import fsync_dir, fsync_file
 from .schema import CLIENT_FIELDS, HASH_COLUMNS, SEGMENT_SCHEMA, Kind
 
 __all__ = [
+    "STATISTICS_COLUMNS",
     "SegmentFile",
     "list_segments",
     "read_segment",
@@ -26,6 +27,9 @@ __all__ = [
 
 _NAME = re.compile(r"(\d{20})-(\d{20})\.parquet\Z")
 ROW_GROUP_ROWS = 128 * 1024
+# Footer statistics let readers skip row groups, so a forged one hides rows from a query without
+# touching a hashed column. Segments carry them only where they prune well, and verify checks them.
+STATISTICS_COLUMNS = ("event_id", "time", "seq", "observed_time")
 
 # Rows arrive as canonical JSON values; timestamps are RFC 3339 strings until cast.
 _ROW_STRUCT = pa.struct(
@@ -100,9 +104,7 @@ def write_segment(directory: Path, table: pa.Table, first_seq: int) -> SegmentFi
         temp,
         compression="zstd",
         row_group_size=ROW_GROUP_ROWS,
-        write_statistics=True,
-        # Finding one event_id (proofs, resubmitted ids) reads only the row groups that may hold it.
-        bloom_filter_options={"event_id": {"ndv": max(table.num_rows, 1), "fpp": 0.01}},
+        write_statistics=list(STATISTICS_COLUMNS),
     )
     fsync_file(temp)
     os.replace(temp, final)

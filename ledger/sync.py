@@ -21,9 +21,9 @@ import pyarrow as pa
 
 from .durable import fsync_dir, fsync_file, write_atomically
 from .errors import LedgerError
-from .layout import WriterLayout, try_lock, wal_tail
+from .layout import WriterLayout, segments_in_force, try_lock, wal_tail
 from .report import Problem
-from .segments import SegmentFile, list_segments, read_segment, write_segment
+from .segments import SegmentFile, read_segment, write_segment
 from .writer import WriterLog
 
 __all__ = ["Equivocation", "SyncReport", "recorded_equivocations", "sync_writer_logs"]
@@ -100,7 +100,7 @@ def _slice(table: pa.Table, first_seq: int, start: int, stop: int) -> pa.Table:
 
 
 def _read_log(layout: WriterLayout) -> _Log:
-    return _Log(layout, list_segments(layout.segments), wal_tail(layout))
+    return _Log(layout, segments_in_force(layout)[0], wal_tail(layout))
 
 
 def sync_writer_logs(

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 
 from .durable import write_atomically
 from .hashing import leaf_hash
-from .layout import WriterLayout, unflushed_frames
+from .layout import WriterLayout, segments_in_force, unflushed_frames
 from .merkle import HASH_SIZE, NodeID, NodeReader, NodeRun, TreeBuilder
-from .segments import SegmentFile, list_segments
+from .segments import SegmentFile
 
 __all__ = ["TreeStore", "WriterTree", "open_writer_tree"]
 
@@ -161,7 +161,7 @@ def open_writer_tree(layout: WriterLayout, rebuild: bool = False) -> WriterTree:
     rebuild, for a caller whose proof from the stored nodes failed.
     """
     store = TreeStore(layout.directory / "tree")
-    segments = list_segments(layout.segments)
+    segments, _ = segments_in_force(layout)
     flushed = segments[-1].last_seq + 1 if segments else 0
     with _tree_lock(store.directory):
         if rebuild or not _anchored(store, segments, flushed):

@@ -21,6 +21,7 @@ from multiprocessing import get_context
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlglot
 import sqlglot.expressions as exp
@@ -28,11 +29,11 @@ import sqlglot.expressions as exp
 from .canonical_sql import canonical_sql, install_macros
 from .checkpoints import CheckpointStore
 from .hashing import ZERO_HASH, chain_hash, leaf_hash
-from .layout import WriterLayout, read_head, scan_wal_files, try_lock
+from .layout import WriterLayout, read_head, scan_wal_files, segments_in_force, try_lock
 from .note import Verifier
 from .report import Problem, VerifyReport, WriterSummary
 from .schema import SEGMENT_SCHEMA
-from .segments import SegmentFile, list_segments
+from .segments import SegmentFile
 from .verify_checkpoints import RootRecorder, check_checkpoints, checkpointed_sizes
 
 __all__ = ["Problem", "VerifyReport", "WriterSummary", "check_segment", "verify_ledger"]
@@ -49,6 +50,7 @@ class SegmentCheck:
     error_code: str = ""
     error: str = ""
     leaves: bytes = b""  # the recomputed leaf hashes, concatenated, for the Merkle tree
+    statistics: str = ""  # what is wrong with the footer statistics, if anything
 
 
 @dataclass
@@ -74,7 +76,11 @@ def verify_ledger(
     """Verify every writer log of a ledger (segments in parallel when it pays) and checkpoints."""
     started = time.perf_counter()
     notes: list[str] = []
-    plans = [(layout, _segments_in_force(layout, notes)) for layout in writer_layouts]
+    plans = []
+    for layout in writer_layouts:
+        segments, note = segments_in_force(layout)
+        plans.append((layout, segments))
+        notes.extend([note] if note else [])
     jobs = [(str(s.path), s.first_seq, layout.writer_id) for layout, segs in plans for s in segs]
     total_rows = sum(s.rows for _, segs in plans for s in segs)
     sizes = checkpointed_sizes(checkpoints) if checkpoints is not None else {}
@@ -135,22 +141,6 @@ def _verify_writer(
     return summary, problems
 
 
-def _segments_in_force(layout: WriterLayout, notes: list[str]) -> list[SegmentFile]:
-    """The segments, less the sources of an interrupted compaction whose result is complete."""
-    segments = list_segments(layout.segments)
-    journal = layout.compaction_journal
-    if journal.exists():
-        plan = orjson.loads(journal.read_bytes())
-        if (layout.segments / plan["merged"]).exists():
-            replaced = set(plan["sources"])
-            segments = [s for s in segments if s.path.name not in replaced]
-            notes.append(
-                f"writer {layout.writer_id}: an interrupted compaction into {plan['merged']} "
-                "will be completed when the writer log is next opened"
-            )
-    return segments
-
-
 def _link_segment(
     writer_id: str, segment: SegmentFile, check: SegmentCheck, cursor: _Cursor
 ) -> Iterator[Problem]:
@@ -199,6 +189,8 @@ def _link_segment(
             name,
             segment.first_seq,
         )
+    if check.statistics:
+        yield Problem(writer_id, "statistics-changed", check.statistics, name)
     for failing in check.failing:
         yield from _row_problems(writer_id, segment, failing)
     cursor.events += check.rows
@@ -300,10 +292,56 @@ def check_segment(path: str, first_seq: int, writer_id: str) -> SegmentCheck:
         state.previous,
         tuple(state.failing),
         leaves=b"".join(state.leaves),
+        statistics=_forged_statistics(path),
     )
 
 
 _BATCH_ROWS = 8192
+
+
+def _forged_statistics(path: str) -> str:
+    """What is wrong with the footer statistics, if they do not describe the rows they cover.
+
+    Readers skip row groups by these statistics, so a forged minimum or maximum would hide rows
+    from queries. Statistics that bound their rows are harmless, wherever they are; only the
+    columns that carry statistics are read (segments written here carry few).
+    """
+    parquet = pq.ParquetFile(path)
+    metadata = parquet.metadata
+    for group_index in range(metadata.num_row_groups):
+        group = metadata.row_group(group_index)
+        chunks = [group.column(i) for i in range(group.num_columns)]
+        with_statistics = [c for c in chunks if c.statistics is not None]
+        names = sorted({c.path_in_schema.split(".")[0] for c in with_statistics})
+        if not names:
+            continue
+        table = parquet.read_row_group(group_index, columns=names)
+        for chunk in with_statistics:
+            values = table.column(chunk.path_in_schema.split(".")[0])
+            if pa.types.is_list(values.type):
+                values = pc.list_flatten(values)
+            problem = _statistics_problem(chunk.statistics, values)
+            if problem:
+                return f"row group {group_index}, column {chunk.path_in_schema}: {problem}"
+    return ""
+
+
+def _statistics_problem(statistics: pq.Statistics, values: pa.ChunkedArray) -> str:
+    if statistics.has_null_count and statistics.null_count != values.null_count:
+        return f"null count says {statistics.null_count}, the rows hold {values.null_count}"
+    if not statistics.has_min_max:
+        return ""
+    if pa.types.is_timestamp(values.type):
+        values = values.cast(pa.int64())
+        low, high = statistics.min_raw, statistics.max_raw
+    else:
+        low, high = statistics.min, statistics.max
+    actual = pc.min_max(values)
+    if actual["min"].as_py() is None:
+        return ""
+    if low > actual["min"].as_py() or high < actual["max"].as_py():
+        return "minimum/maximum do not bound the rows (queries would skip some of them)"
+    return ""
 
 
 @dataclass
@@ -353,14 +391,15 @@ def _check_batch(batch: pa.RecordBatch, state: _SegmentState) -> None:
 def _row_problems(
     writer_id: str, segment: SegmentFile, failing: tuple[int, int, bool, bool, bool, bool]
 ) -> Iterator[Problem]:
-    row, seq, seq_ok, writer_ok, hash_ok, link_ok = failing
+    row, stored_seq, seq_ok, writer_ok, hash_ok, link_ok = failing
     name = segment.path.name
     at = f"row {row}"
+    seq = segment.first_seq + row  # the position in the chain, whatever the seq column says
     if not seq_ok:
         yield Problem(
             writer_id,
             "seq-out-of-place",
-            f"{at} holds seq {seq}, expected {segment.first_seq + row} "
+            f"{at} holds seq {stored_seq}, expected {seq} "
             "(rows deleted, inserted, reordered, or the seq column edited)",
             name,
             seq,
@@ -400,7 +439,17 @@ def _check_wal(
     live = _has_live_appender(layout)
     events = 0
     for position, (path, scan) in enumerate(scans):
-        if scan.torn:
+        if scan.intact_after_damage:
+            problems.append(
+                Problem(
+                    writer_id,
+                    "wal-damaged",
+                    f"{scan.damage}, with intact batches after it: acknowledged events are lost",
+                    path.name,
+                    scan.frames[-1].last_seq + 1 if scan.frames else int(path.stem),
+                )
+            )
+        elif scan.torn:
             message = f"damaged tail ({scan.damage}): never acknowledged, dropped on next open"
             if position == len(scans) - 1:
                 if not live:

@@ -49,6 +49,7 @@ class WalScan:
     valid_length: int
     file_length: int
     damage: str = ""
+    intact_after_damage: bool = False  # damage with intact frames after it: not a torn write
 
     @property
     def torn(self) -> bool:
@@ -72,11 +73,22 @@ def scan_wal(path: Path) -> WalScan:
         assert frame is not None
         frames.append(frame)
         offset = end
-    return WalScan(tuple(frames), offset, len(data), damage)
+    intact_after = bool(damage) and _intact_frame_after(data, offset)
+    return WalScan(tuple(frames), offset, len(data), damage, intact_after)
 
 
-def _frames(data: bytes) -> Iterator[tuple[WalFrame | None, int, str]]:
-    offset = 0
+def _intact_frame_after(data: bytes, damaged_at: int) -> bool:
+    """Whether an intact frame follows the damage: then it is not a torn (last) write."""
+    position = data.find(_MAGIC, damaged_at + 1)
+    while position != -1:
+        frame, _, problem = next(_frames(data, position))
+        if not problem and frame is not None:
+            return True
+        position = data.find(_MAGIC, position + 1)
+    return False
+
+
+def _frames(data: bytes, offset: int = 0) -> Iterator[tuple[WalFrame | None, int, str]]:
     while offset < len(data):
         if len(data) - offset < _HEADER.size:
             yield None, offset, f"short frame header at byte {offset}"

@@ -119,6 +119,11 @@ class WriterLog:
         if self._segments:
             self._last_hash = self._last_segment_hash()
         for path, scan in scan_wal_files(self.layout):
+            if scan.intact_after_damage:
+                raise CorruptLedgerError(
+                    f"writer log {self.writer_id}: {path.name} is damaged ({scan.damage}) with "
+                    "acknowledged batches after the damage; run 'chainsight verify'"
+                )
             if scan.torn:  # a torn tail was never acknowledged
                 os.truncate(path, scan.valid_length)
             unflushed = [f for f in scan.frames if f.last_seq >= self._next_seq]
@@ -175,10 +180,15 @@ class WriterLog:
 
     # -- appending ----------------------------------------------------------------------------
 
-    def append(self, records: Sequence[object], locations: Sequence[str] | None = None) -> Receipts:
-        """Validate and durably append a batch (all or nothing); return a receipt per record."""
+    def append(
+        self,
+        records: Sequence[object],
+        locations: Sequence[str] | None = None,
+        checked: CheckedBatch | None = None,
+    ) -> Receipts:
+        """Validate (unless ``checked``) and durably append a batch; a receipt per record."""
         self._raise_flush_error()
-        checked = check_batch(records, locations)
+        checked = checked or check_batch(records, locations)
         try:
             return self._append_checked(checked)
         except TypeError:

@@ -16,8 +16,8 @@ import pyarrow.dataset as ds
 import sqlglot
 
 from ledger import Ledger, LedgerError
+from ledger.layout import segments_in_force
 from ledger.schema import SEGMENT_SCHEMA
-from ledger.segments import list_segments
 
 __all__ = ["CatalogLimits", "connect"]
 
@@ -82,7 +82,7 @@ def connect(
         segment
         for layout in layouts
         if layout.writer_id in bounds
-        for segment in list_segments(layout.segments)
+        for segment in segments_in_force(layout)[0]
         if segment.first_seq < bounds[layout.writer_id]
     ]
     unflushed = ledger.unflushed_table()

@@ -396,11 +396,6 @@ def test_kill_after_compaction_renamed_its_result_is_finished_on_reopen(
     assert_verifies(root)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Ledger.segment_files() lists an interrupted compaction's sources next to its "
-    "merged result, so readers (query/catalog.py) see those events twice until a writer reopens",
-)
 def test_readers_see_each_event_once_during_an_interrupted_compaction(
     appender_script: Path, tmp_path: Path
 ) -> None:

@@ -256,11 +256,6 @@ def test_a_torn_wal_tail_is_a_note_for_verify_and_dropped_on_reopen(
     assert report.ok and not report.notes, (report.problems, report.notes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: recovery treats a damaged frame in the middle of a WAL as a torn tail and "
-    "truncates the file there, silently discarding the intact, acknowledged frames after it",
-)
 def test_damage_before_intact_frames_is_not_silently_truncated_away(tmp_path: Path) -> None:
     root, receipts = ledger_with_crashed_writer(tmp_path)
     wal = only_wal(root)
@@ -406,11 +401,6 @@ def test_a_rejected_batch_leaves_the_ledger_byte_for_byte_unchanged(
     assert Ledger.open(root).verify().ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Ledger.append takes (or creates) a writer log before validating, so a rejected "
-    "first batch leaves a new empty writer log behind in the ledger directory",
-)
 def test_a_rejected_first_batch_creates_no_writer_log(tmp_path: Path) -> None:
     root = tmp_path / "ledger"
     Ledger.init(root)
