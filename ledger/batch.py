@@ -171,33 +171,36 @@ def _plain_json(value: dict[str, Any] | list[Any], depth: int) -> bool:
 
 
 def _columns_valid(columns: dict[str, pa.Array]) -> bool:
+    # Every string (list items included) is checked for length and NUL in one pass over one
+    # concatenated array: a compute call per column would cost more than the checks.
+    texts: list[pa.Array] = []
     for field in CLIENT_FIELDS:
         if field.kind is Kind.ATTRS:
             continue
         column = columns[field.name]
-        present = column.drop_null()
         if field.required and column.null_count:
             return False
+        present = column.drop_null() if column.null_count else column
         if len(present) == 0:
             continue
-        if field.kind in _TEXT_KINDS and not _text_valid(present, field.required):
-            return False
-        if field.kind is Kind.TEXT_LIST:
+        if field.kind in _TEXT_KINDS:
+            texts.append(present)
+            if field.required and pc.min(pc.utf8_length(present)).as_py() == 0:
+                return False
+        elif field.kind is Kind.TEXT_LIST:
             if pc.max(pc.list_value_length(present)).as_py() > MAX_LIST_ITEMS:
                 return False
             items = pc.list_flatten(present)
-            if items.null_count or (len(items) and not _text_valid(items, required=False)):
+            if items.null_count:
                 return False
+            texts.append(items)
         if not _kind_valid(field.kind, field.name, field.hex_length, present):
             return False
-    return True
+    return not texts or _text_valid(pa.concat_arrays([t.cast(pa.string()) for t in texts]))
 
 
-def _text_valid(values: pa.Array, required: bool) -> bool:
-    lengths = pc.utf8_length(values)
-    if pc.max(lengths).as_py() > MAX_TEXT_LENGTH:
-        return False
-    if required and pc.min(lengths).as_py() == 0:
+def _text_valid(values: pa.Array) -> bool:
+    if pc.max(pc.utf8_length(values)).as_py() > MAX_TEXT_LENGTH:
         return False
     return not pc.any(pc.match_substring(values, "\x00")).as_py()
 

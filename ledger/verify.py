@@ -318,16 +318,20 @@ def _forged_statistics(path: str) -> str:
         table = parquet.read_row_group(group_index, columns=names)
         for chunk in with_statistics:
             values = table.column(chunk.path_in_schema.split(".")[0])
-            if pa.types.is_list(values.type):
+            nested = pa.types.is_list(values.type)
+            if nested:
                 values = pc.list_flatten(values)
-            problem = _statistics_problem(chunk.statistics, values)
+            problem = _statistics_problem(chunk.statistics, values, count_nulls=not nested)
             if problem:
                 return f"row group {group_index}, column {chunk.path_in_schema}: {problem}"
     return ""
 
 
-def _statistics_problem(statistics: pq.Statistics, values: pa.ChunkedArray) -> str:
-    if statistics.has_null_count and statistics.null_count != values.null_count:
+def _statistics_problem(
+    statistics: pq.Statistics, values: pa.ChunkedArray, count_nulls: bool
+) -> str:
+    # A list column's leaf null count also counts empty and absent lists: only bounds apply.
+    if count_nulls and statistics.has_null_count and statistics.null_count != values.null_count:
         return f"null count says {statistics.null_count}, the rows hold {values.null_count}"
     if not statistics.has_min_max:
         return ""

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 import polars as pl
@@ -202,73 +203,60 @@ class WriterLog:
         if self._wal is None:
             raise LedgerError("the writer log is closed")
         event_ids: list[str] = checked.columns.column("event_id").to_pylist()
-        originals = self._find_stored(event_ids)
-        seqs: list[int] = []
-        hashes: list[bytes] = []
-        duplicates: list[bool] = []
-        lines: list[bytes] = []
-        new_positions: list[int] = []
-        prev_hashes: list[bytes] = []
-        leaves: list[bytes] = []
-        batch_seen: dict[str, int] = {}
-        prev = self._last_hash
-        first_seq = seq = self._next_seq
+        new_positions, stored = self._new_positions(event_ids)
+        first_seq = self._next_seq
         observed_micros = time.time_ns() // 1000
-        assigned = {"writer_id": self.writer_id, "observed_time": format_micros(observed_micros)}
-        attrs_is_text = checked.attrs_is_text
-        sha256 = hashlib.sha256
-        dumps = orjson.dumps
-        for position, record in enumerate(checked.records):
-            event_id = event_ids[position]
-            original = originals.get(event_id)
-            if original is None and event_id in batch_seen:
-                at = batch_seen[event_id]
-                original = (seqs[at], hashes[at])
-            if original is not None:
-                seqs.append(original[0])
-                hashes.append(original[1])
-                duplicates.append(True)
-                continue
-            row = {**record, **assigned}
-            row["seq"] = seq
-            if attrs_is_text and "attrs" in row:
-                row["attrs"] = orjson.Fragment(row["attrs"])
-            canonical = dumps(row, option=SERIALISE_OPTIONS)
-            if not attrs_is_text and b'":null' in canonical:
-                raise TypeError("a null member")  # nulls mean "absent": normalise the batch
-            leaf = sha256(b"\x00" + canonical).digest()
-            digest = sha256(prev + leaf).digest()
-            lines.append(canonical)
-            new_positions.append(position)
-            prev_hashes.append(prev)
-            leaves.append(leaf)
-            batch_seen[event_id] = position
-            seqs.append(seq)
-            hashes.append(digest)
-            duplicates.append(False)
-            prev = digest
-            seq += 1
+        new_records = [checked.records[p] for p in new_positions]
+        lines, leaves, chained = _chain(
+            new_records,
+            {"writer_id": self.writer_id, "observed_time": format_micros(observed_micros)},
+            first_seq,
+            self._last_hash,
+            checked.attrs_is_text,
+        )
+        # Each record's receipt: its new place, or the place its event_id already had.
+        seqs = range(first_seq, first_seq + len(lines))
+        placed = dict(zip(new_positions, zip(seqs, chained, strict=True), strict=True))
+        known = {**stored, **{event_ids[p]: placed[p] for p in new_positions}}
+        receipts = [placed.get(p) or known[event_ids[p]] for p in range(len(event_ids))]
         if lines:
+            columns = checked.columns
+            if len(new_positions) != len(event_ids):
+                columns = columns.take(pa.array(new_positions, pa.int64()))
+            prev_hashes = [self._last_hash, *chained[:-1]]
             table = _segment_table(
-                checked.columns.take(pa.array(new_positions, pa.int64()))
-                if len(new_positions) != len(event_ids)
-                else checked.columns,
-                self.writer_id,
-                first_seq,
-                observed_micros,
-                (prev_hashes, leaves, [hashes[p] for p in new_positions]),
+                columns, self.writer_id, first_seq, observed_micros, (prev_hashes, leaves, chained)
             )
             self._wal.append(first_seq, lines)  # durable from here on: acknowledge
             new_ids = [event_ids[p] for p in new_positions]
-            self._stage(table, new_ids, range(first_seq, seq), [hashes[p] for p in new_positions])
-            self._last_hash = prev
-            self._next_seq = seq
+            self._stage(table, new_ids, range(first_seq, first_seq + len(lines)), chained)
+            self._last_hash = chained[-1]
+            self._next_seq = first_seq + len(lines)
             if self._pending_rows >= FLUSH_ROWS or self._wal.length >= FLUSH_WAL_BYTES:
                 self.flush(wait=False)
-        return Receipts(self.writer_id, event_ids, seqs, hashes, duplicates)
+        return Receipts(
+            self.writer_id,
+            event_ids,
+            [seq for seq, _ in receipts],
+            [digest for _, digest in receipts],
+            [p not in placed for p in range(len(event_ids))],
+        )
+
+    def _new_positions(self, event_ids: list[str]) -> tuple[list[int], dict[str, Stored]]:
+        """Which records are new (first of their event_id), and the receipts of the others."""
+        stored = self._find_stored(event_ids)
+        if not stored and len(set(event_ids)) == len(event_ids):
+            return list(range(len(event_ids))), stored  # the common case: all new
+        positions: list[int] = []
+        seen: set[str] = set()
+        for position, event_id in enumerate(event_ids):
+            if event_id not in stored and event_id not in seen:
+                positions.append(position)
+                seen.add(event_id)
+        return positions, stored
 
     def _stage(
-        self, table: pa.Table, ids: list[str], seqs: Sequence[int], hashes: list[bytes]
+        self, table: pa.Table, ids: list[str], seqs: Sequence[int], hashes: Sequence[bytes]
     ) -> None:
         self._pending_ids.update(zip(ids, zip(seqs, hashes, strict=True), strict=True))
         self._pending.append(table)
@@ -397,12 +385,41 @@ class WriterLog:
             os.close(self._lock_fd)
 
 
+def _chain(
+    records: Sequence[dict[str, Any]],
+    assigned: dict[str, str],
+    first_seq: int,
+    prev: bytes,
+    attrs_is_text: bool,
+) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """Canonical bytes, leaf hashes and chained hashes of new events, in order."""
+    lines: list[bytes] = []
+    leaves: list[bytes] = []
+    chained: list[bytes] = []
+    sha256 = hashlib.sha256
+    dumps = orjson.dumps
+    fragment = orjson.Fragment
+    for seq, record in enumerate(records, start=first_seq):
+        row = {**record, **assigned, "seq": seq}
+        if attrs_is_text and "attrs" in row:
+            row["attrs"] = fragment(row["attrs"])
+        canonical = dumps(row, option=SERIALISE_OPTIONS)
+        if not attrs_is_text and b'":null' in canonical:
+            raise TypeError("a null member")  # nulls mean "absent": normalise the batch
+        leaf = sha256(b"\x00" + canonical).digest()
+        prev = sha256(prev + leaf).digest()
+        lines.append(canonical)
+        leaves.append(leaf)
+        chained.append(prev)
+    return lines, leaves, chained
+
+
 def _segment_table(
     client: pa.Table,
     writer_id: str,
     first_seq: int,
     observed_micros: int,
-    chain: tuple[list[bytes], list[bytes], list[bytes]],
+    chain: tuple[Sequence[bytes], Sequence[bytes], Sequence[bytes]],
 ) -> pa.Table:
     """The segment rows of a batch's new events: client columns plus the ledger's own."""
     count = client.num_rows
