@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -31,6 +33,7 @@ from ledger import (
 from ledger.batch import check_batch
 from ledger.checkpoints import LedgerCheckpoint
 from ledger.inputs import FORMATS, read_chunks, spool_stdin
+from ledger.schedule import CheckpointSchedule
 from query import Ledger, QueryError, run_sql
 
 from .output import TABLE_FORMATS, print_records, print_table, write_table
@@ -274,15 +277,49 @@ def sql(
 
 
 @app.command(name="checkpoint")
-def checkpoint_command(ledger: LedgerOption = None, format: FormatOption = "table") -> None:
+def checkpoint_command(
+    ledger: LedgerOption = None,
+    every: Annotated[
+        float | None,
+        typer.Option("--every", help="Keep signing a checkpoint every SECONDS until interrupted."),
+    ] = None,
+    format: FormatOption = "table",
+) -> None:
     """Flush, compute each writer log's Merkle root, sign, and print the checkpoint number."""
     _check_format(format, ("table", "json"))
+    if every is not None:
+        _checkpoint_on_schedule(_ledger_path(ledger), every, format)
+        return
 
     def run() -> LedgerCheckpoint:
         with Ledger.open(_ledger_path(ledger)) as store:
             return store.checkpoint()
 
-    signed = _guarded(run)
+    _print_checkpoint(_guarded(run), format)
+
+
+def _checkpoint_on_schedule(path: Path, every: float, format: str) -> None:
+    if every <= 0:
+        _fail("--every must be a positive number of seconds", 2)
+    store = _guarded(partial(Ledger.open, path))
+    sign = partial(store.checkpoint, only_if_changed=True)
+    schedule = CheckpointSchedule(sign, every, partial(_print_checkpoint, fmt=format))
+    stop = threading.Event()
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda *_: stop.set())
+    schedule.sign_now()
+    schedule.start()
+    try:
+        while not stop.wait(0.2):  # a timed wait lets the signal handlers run
+            pass
+    finally:
+        schedule.stop()
+        store.close()
+    for error in schedule.errors:
+        errors.print(f"[yellow]checkpoint refused:[/] {error}", highlight=False)
+
+
+def _print_checkpoint(signed: LedgerCheckpoint, fmt: str) -> None:
     record = {
         "number": signed.number,
         "time": signed.time,
@@ -291,7 +328,7 @@ def checkpoint_command(ledger: LedgerOption = None, format: FormatOption = "tabl
             for w in signed.writers
         ],
     }
-    if format == "json":
+    if fmt == "json":
         print_records([record], "jsonl", console)
     else:
         events = sum(w.tree_size for w in signed.writers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -59,6 +60,9 @@ class Ledger:
         self.root = root
         self.info = info
         self._writer: WriterLog | None = None
+        # One appender per object, but callers may share it across threads (a server appending
+        # while a schedule signs checkpoints): its writes are serialised.
+        self._lock = threading.RLock()
 
     @property
     def ledger_id(self) -> str:
@@ -126,7 +130,8 @@ class Ledger:
         """Validate and durably append a batch (all or nothing); return a receipt per record."""
         batch = records if isinstance(records, Sequence) else list(records)
         checked = check_batch(batch, locations)  # before a writer log is taken or created
-        return self.writer.append(batch, locations, checked)
+        with self._lock:
+            return self.writer.append(batch, locations, checked)
 
     @property
     def writer(self) -> WriterLog:
@@ -150,14 +155,16 @@ class Ledger:
 
     def flush(self) -> None:
         """Write this process's WAL-resident events to Parquet segments."""
-        if self._writer is not None:
-            self._writer.flush()
+        with self._lock:
+            if self._writer is not None:
+                self._writer.flush()
 
     def close(self) -> None:
         """Flush and release this process's writer log."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
     def __enter__(self) -> Self:
         return self
@@ -192,13 +199,22 @@ class Ledger:
         refused = recorded_equivocations(self.root / "sync")
         return replace(report, problems=report.problems + tuple(refused)) if refused else report
 
-    def checkpoint(self) -> LedgerCheckpoint:
-        """Flush, then sign every writer log's current Merkle root as the next checkpoint."""
-        self.flush()
-        settle_idle_logs(self.writer_layouts(), self.ledger_id)
-        return create_checkpoint(
-            self.writer_layouts(), self.keys, self.checkpoints, time.time_ns() // 1000
-        )
+    def checkpoint(self, only_if_changed: bool = False) -> LedgerCheckpoint:
+        """Flush, then sign every writer log's current Merkle root as the next checkpoint.
+
+        With ``only_if_changed``, a ledger unchanged since its latest checkpoint returns that one
+        instead of signing the same state again (what a schedule wants).
+        """
+        with self._lock:
+            self.flush()
+            settle_idle_logs(self.writer_layouts(), self.ledger_id)
+            return create_checkpoint(
+                self.writer_layouts(),
+                self.keys,
+                self.checkpoints,
+                time.time_ns() // 1000,
+                only_if_changed,
+            )
 
     def sync(self, source: str | os.PathLike[str]) -> SyncReport:
         """Merge another ledger's writer logs into this one (grow-only, order-independent)."""

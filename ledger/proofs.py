@@ -74,7 +74,11 @@ def settle_idle_logs(layouts: Sequence[WriterLayout], ledger_id: str) -> None:
 
 
 def create_checkpoint(
-    layouts: Sequence[WriterLayout], keys: KeyStore, store: CheckpointStore, now_micros: int
+    layouts: Sequence[WriterLayout],
+    keys: KeyStore,
+    store: CheckpointStore,
+    now_micros: int,
+    only_if_changed: bool = False,
 ) -> LedgerCheckpoint:
     """Sign the current state of every writer log as the next ledger checkpoint.
 
@@ -96,6 +100,9 @@ def create_checkpoint(
                 trees[old.writer_id] = open_writer_tree(layout, rebuild=True)
                 _check_extends(old, trees[old.writer_id], previous.number)
     states = [WriterState(t.writer_id, t.size, t.root) for t in trees.values()]
+    unchanged = previous is not None and set(previous.writers) == set(states)
+    if only_if_changed and unchanged and previous is not None:
+        return previous
     return store.write(signer, states, format_micros(now_micros), previous)
 
 
