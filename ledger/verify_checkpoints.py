@@ -46,13 +46,13 @@ class RootRecorder:
 
     @property
     def size(self) -> int:
-        """Leaves fed so far."""
+        """Leaves fed so far (feeding stops once every signed size has its root)."""
         return self.builder.size
 
     def feed(self, leaves: Sequence[bytes]) -> None:
         """Append the next leaves of the log (in seq order)."""
-        if not self.intact:
-            return
+        if not self.intact or not self.sizes:
+            return  # damaged, or every signed size already has its root: nothing left to learn
         start = 0
         while self.sizes and self.builder.size + len(leaves) - start >= self.sizes[0]:
             take = self.sizes[0] - self.builder.size
@@ -64,7 +64,8 @@ class RootRecorder:
 
     def feed_blob(self, blob: bytes) -> None:
         """Append leaves given as one concatenation of 32-byte hashes."""
-        self.feed([blob[i : i + 32] for i in range(0, len(blob), 32)])
+        if self.intact and self.sizes:
+            self.feed([blob[i : i + 32] for i in range(0, len(blob), 32)])
 
 
 def _unsigned_text(note: str) -> str:
