@@ -44,6 +44,7 @@ def build_ledger(path: Path, count: int, seed: int = 7) -> float:
 
     marker = path / "complete"
     if marker.exists():
+        _index_segments(path)  # ledgers built before segments carried their event_id index
         return 0.0
     shutil.rmtree(path, ignore_errors=True)
     ledger = Ledger.init(path)
@@ -54,6 +55,16 @@ def build_ledger(path: Path, count: int, seed: int = 7) -> float:
     rate = count / (time.perf_counter() - started)
     marker.write_text(str(count))
     return rate
+
+
+def _index_segments(path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from ledger.idlookup import index_path, write_id_index
+
+    for segment in path.glob("writers/*/segments/*.parquet"):
+        if not index_path(segment).exists():
+            write_id_index(segment, pq.read_table(segment, columns=["event_id"])["event_id"])
 
 
 def linked_copy(source: Path, target: Path) -> None:

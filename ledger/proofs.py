@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
 import pyarrow.compute as pc
-import sqlglot
+import pyarrow.parquet as pq
 
 from .canonical import format_micros
 from .checkpoints import CheckpointStore, LedgerCheckpoint, WriterState
 from .errors import LedgerError, ProofError
+from .idlookup import find_rows
 from .keys import KeyStore
 from .layout import WriterLayout, segments_in_force, try_lock, wal_tail
 from .merkle import (
@@ -24,6 +22,7 @@ from .merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from .segments import SegmentFile
 from .tree import WriterTree, open_writer_tree
 from .writer import WriterLog
 
@@ -156,27 +155,6 @@ def prove_inclusion(
     )
 
 
-_LOCATE = sqlglot.parse_one(
-    "SELECT writer_id, seq, leaf_hash, observed_time FROM read_parquet($files) "
-    "WHERE event_id = $event_id",
-    read="duckdb",
-)
-
-
-_LOOKUP_LOCK = threading.Lock()
-
-
-@functools.cache
-def _lookup_connection() -> duckdb.DuckDBPyConnection:
-    """One connection for lookups: opening one costs more than a bloom-filtered lookup."""
-    return duckdb.connect()
-
-
-@functools.cache
-def _locate_sql() -> str:
-    return _LOCATE.sql("duckdb")
-
-
 def _proof_from_tree(tree: WriterTree, leaf: bytes, seq: int, state: WriterState) -> list[bytes]:
     proof = inclusion_proof(seq, state.tree_size, tree.reader)
     verify_inclusion(leaf, seq, state.tree_size, proof, state.root)
@@ -185,16 +163,11 @@ def _proof_from_tree(tree: WriterTree, leaf: bytes, seq: int, state: WriterState
 
 def _locate(layouts: Sequence[WriterLayout], event_id: str) -> tuple[str, int, bytes]:
     """The logical copy of an event: earliest observed_time, then writer_id, then seq."""
-    files = [str(s.path) for layout in layouts for s in segments_in_force(layout)[0]]
     rows: list[dict[str, Any]] = []
-    if files:
-        with _LOOKUP_LOCK:
-            found = _lookup_connection().execute(
-                _locate_sql(), {"files": files, "event_id": event_id}
-            )
-            names = [d[0] for d in found.description or ()]
-            rows += [dict(zip(names, values, strict=True)) for values in found.fetchall()]
     for layout in layouts:
+        for segment in segments_in_force(layout)[0]:
+            for row in find_rows(segment, event_id):
+                rows += _read_row(segment, row, event_id, layout.writer_id)
         tail = wal_tail(layout)
         if tail is not None:
             rows += tail.filter(pc.field("event_id") == event_id).select(_COLUMNS).to_pylist()
@@ -202,6 +175,29 @@ def _locate(layouts: Sequence[WriterLayout], event_id: str) -> tuple[str, int, b
         raise LedgerError(f"no event with event_id {event_id!r} in this ledger")
     best = min(rows, key=lambda r: (r["observed_time"], r["writer_id"], r["seq"]))
     return best["writer_id"], best["seq"], bytes(best["leaf_hash"])
+
+
+_ROW_COLUMNS = ["event_id", "observed_time", "leaf_hash"]
+
+
+def _read_row(
+    segment: SegmentFile, row: int, event_id: str, writer_id: str
+) -> list[dict[str, Any]]:
+    """One row of a segment, if it really holds ``event_id`` (the index is only a pointer)."""
+    parquet = pq.ParquetFile(segment.path)
+    first = 0
+    for group in range(parquet.num_row_groups):
+        count = parquet.metadata.row_group(group).num_rows
+        if row < first + count:
+            table = parquet.read_row_group(group, columns=_ROW_COLUMNS)
+            found = table.slice(row - first, 1).to_pylist()
+            return [
+                {**r, "writer_id": writer_id, "seq": segment.first_seq + row}
+                for r in found
+                if r["event_id"] == event_id
+            ]
+        first += count
+    return []
 
 
 _COLUMNS = ["writer_id", "seq", "leaf_hash", "observed_time"]

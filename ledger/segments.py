@@ -108,6 +108,9 @@ def write_segment(directory: Path, table: pa.Table, first_seq: int) -> SegmentFi
     )
     fsync_file(temp)
     os.replace(temp, final)
+    from .idlookup import write_id_index  # the index module needs SegmentFile from here
+
+    write_id_index(final, table.column("event_id"))
     fsync_dir(directory)
     return SegmentFile(final, first_seq, last_seq)
 
