@@ -27,6 +27,7 @@ from .durable import fsync_dir, write_atomically
 from .errors import CorruptLedgerError, LedgerError, WriterBusyError
 from .hashing import ZERO_HASH
 from .idindex import IdIndex, id_keys
+from .idlookup import index_path
 from .layout import WriterLayout, new_writer_id, scan_wal_files, table_from_lines, try_lock
 from .receipts import Receipts
 from .schema import SEGMENT_SCHEMA
@@ -104,7 +105,10 @@ class WriterLog:
 
     def _recover(self) -> None:
         self._finish_compaction()
-        for leftover in self.layout.segments.glob(".tmp-*"):
+        for leftover in [
+            *self.layout.segments.glob(".tmp-*"),
+            *self.layout.segments.glob(".*.tmp"),
+        ]:
             leftover.unlink()
         self.layout.wal_dir.mkdir(exist_ok=True)
         self._segments = list_segments(self.layout.segments)
@@ -174,7 +178,7 @@ class WriterLog:
         plan = orjson.loads(journal.read_bytes())
         if (self.layout.segments / plan["merged"]).exists():
             for name in plan["sources"]:
-                (self.layout.segments / name).unlink(missing_ok=True)
+                _remove_segment(self.layout.segments / name)
         journal.unlink()
         fsync_dir(self.layout.segments)
         fsync_dir(self.layout.directory)
@@ -364,7 +368,7 @@ class WriterLog:
         merged = write_segment(self.layout.segments, table, small[0].first_seq)
         with self._state:
             for segment in small:
-                segment.path.unlink()
+                _remove_segment(segment.path)
             fsync_dir(self.layout.segments)
             self._segments = [*self._segments[: len(self._segments) - len(small)], merged]
         journal.unlink()
@@ -383,6 +387,12 @@ class WriterLog:
                 self._wal.path.unlink(missing_ok=True)
             self._wal = None
             os.close(self._lock_fd)
+
+
+def _remove_segment(path: Path) -> None:
+    """Delete a segment and its derived event_id index."""
+    path.unlink(missing_ok=True)
+    index_path(path).unlink(missing_ok=True)
 
 
 def _chain(
