@@ -527,7 +527,8 @@ _DEMO_QUERIES = (
     (
         "External sends after reading sensitive data, same session",
         "SELECT s.session_id, s.agent_id, s.resource AS read, n.destination AS sent_to, "
-        "n.time - s.time AS after FROM events s JOIN events n "
+        "round(date_diff('second', s.time, n.time) / 60, 1) AS minutes_later "
+        "FROM events s JOIN events n "
         "ON n.session_id = s.session_id AND n.time > s.time "
         "AND n.time <= s.time + INTERVAL 30 MINUTE "
         "WHERE s.sensitivity IN ('confidential', 'restricted') AND s.outcome = 'success' "

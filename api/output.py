@@ -30,6 +30,8 @@ def json_default(value: object) -> object:
         return raw.hex() if len(raw) == 32 else base64.b64encode(raw).decode("ascii")
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, pa.MonthDayNano):
+        return _interval_text(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
@@ -101,6 +103,18 @@ def _write_text(table: pa.Table, fmt: str, stream: IO[bytes]) -> None:
         raise ValueError(f"unknown format {fmt!r}")
 
 
+def _interval_text(value: pa.MonthDayNano) -> str:
+    """An interval as ISO 8601 (``P1M2DT3H4M5.5S``), not Arrow's tuple repr."""
+    months, days, nanoseconds = value.months, value.days, value.nanoseconds
+    seconds = nanoseconds / 1e9
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    date = f"{months}M" * bool(months) + f"{days}D" * bool(days)
+    time = f"{int(hours)}H" * bool(hours) + f"{int(minutes)}M" * bool(minutes)
+    time += f"{seconds:g}S" * bool(seconds or not (date or time))
+    return f"P{date}" + (f"T{time}" if time else "")
+
+
 class _TextSink:
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
@@ -112,6 +126,8 @@ class _TextSink:
 def _csv_cell(value: object) -> str:
     if value is None:
         return ""
+    if isinstance(value, pa.MonthDayNano):
+        return _interval_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):

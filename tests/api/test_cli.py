@@ -964,3 +964,18 @@ def test_console_script_end_to_end(tmp_path: Path) -> None:
     assert outputs["sql"][1].splitlines() == ["n", "4"]
     assert "DROP" in outputs["refused"][2]
     assert "no ledger" in outputs["no-ledger"][2]
+
+
+def test_intervals_print_as_iso_8601_durations(tmp_path: Path) -> None:
+    from query import Ledger as QueryLedger
+
+    QueryLedger.init(tmp_path / "ledger")
+    query = "select interval 25 minute + interval 6.5 second as a, interval 3 day as b"
+    table = CliRunner().invoke(app, ["sql", "--ledger", str(tmp_path / "ledger"), query])
+    assert table.exit_code == 0, table.output
+    assert "PT25M6.5S" in table.output and "P3D" in table.output
+    as_json = CliRunner().invoke(
+        app, ["sql", "--ledger", str(tmp_path / "ledger"), "-f", "json", query]
+    )
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output) == [{"a": "PT25M6.5S", "b": "P3D"}]
