@@ -16,11 +16,13 @@ from .errors import (
 from .events import validate_batch, validate_event
 from .ledger import Ledger, LedgerInfo, default_ledger_path
 from .receipts import Receipt, Receipts
+from .report import IntegrityProblem
 from .verify import VerifyReport, WriterSummary
 
 __all__ = [
     "CorruptLedgerError",
     "InputFormatError",
+    "IntegrityProblem",
     "Ledger",
     "LedgerError",
     "LedgerExistsError",

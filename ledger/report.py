@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Problem", "VerifyReport", "WriterSummary"]
+__all__ = ["IntegrityProblem", "VerifyReport", "WriterSummary"]
 
 
 @dataclass(frozen=True)
-class Problem:
+class IntegrityProblem:
     """One integrity failure, located: writer log, seq (when known), file, and what is wrong."""
 
     writer_id: str
@@ -42,7 +42,7 @@ class WriterSummary:
 class VerifyReport:
     """The outcome of verifying a ledger."""
 
-    problems: tuple[Problem, ...]
+    problems: tuple[IntegrityProblem, ...]
     writers: tuple[WriterSummary, ...]
     notes: tuple[str, ...] = ()
     seconds: float = 0.0

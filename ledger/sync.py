@@ -22,7 +22,7 @@ import pyarrow as pa
 from .durable import fsync_dir, fsync_file, write_atomically
 from .errors import LedgerError
 from .layout import WriterLayout, segments_in_force, try_lock, wal_tail
-from .report import Problem
+from .report import IntegrityProblem
 from .segments import SegmentFile, read_segment, write_segment
 from .writer import WriterLog
 
@@ -224,12 +224,12 @@ def _same(equivocation: Equivocation, entry: dict[str, Any]) -> bool:
     return all(getattr(equivocation, name) == entry.get(name) for name in fields)
 
 
-def recorded_equivocations(evidence_dir: Path) -> list[Problem]:
+def recorded_equivocations(evidence_dir: Path) -> list[IntegrityProblem]:
     """The equivocations sync has refused, as problems for ``verify`` to report."""
     problems = []
     for entry in _read_evidence(evidence_dir):
         problems.append(
-            Problem(
+            IntegrityProblem(
                 entry["writer_id"],
                 "equivocation",
                 f"{entry['source']} holds a different event at this seq "

@@ -31,12 +31,12 @@ from .checkpoints import CheckpointStore
 from .hashing import ZERO_HASH, chain_hash, leaf_hash
 from .layout import WriterLayout, read_head, scan_wal_files, segments_in_force, try_lock
 from .note import Verifier
-from .report import Problem, VerifyReport, WriterSummary
+from .report import IntegrityProblem, VerifyReport, WriterSummary
 from .schema import SEGMENT_SCHEMA
 from .segments import SegmentFile
 from .verify_checkpoints import RootRecorder, check_checkpoints, checkpointed_sizes
 
-__all__ = ["Problem", "VerifyReport", "WriterSummary", "check_segment", "verify_ledger"]
+__all__ = ["IntegrityProblem", "VerifyReport", "WriterSummary", "check_segment", "verify_ledger"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def verify_ledger(
     recorders = {
         layout.writer_id: RootRecorder(sizes.get(layout.writer_id, [])) for layout in writer_layouts
     }
-    problems: list[Problem] = []
+    problems: list[IntegrityProblem] = []
     writers: list[WriterSummary] = []
     workers = workers or os.cpu_count() or 1
     with ExitStack() as stack:
@@ -121,9 +121,9 @@ def _verify_writer(
     checks: Iterator[SegmentCheck],
     recorder: RootRecorder,
     notes: list[str],
-) -> tuple[WriterSummary, list[Problem]]:
+) -> tuple[WriterSummary, list[IntegrityProblem]]:
     writer_id = layout.writer_id
-    problems: list[Problem] = []
+    problems: list[IntegrityProblem] = []
     cursor = _Cursor()
     for segment in segments:
         check = next(checks)
@@ -148,11 +148,11 @@ def _verify_writer(
 
 def _link_segment(
     writer_id: str, segment: SegmentFile, check: SegmentCheck, cursor: _Cursor
-) -> Iterator[Problem]:
+) -> Iterator[IntegrityProblem]:
     """Place one checked segment in its writer log's sequence and report what is wrong."""
     name = segment.path.name
     if segment.first_seq < cursor.next_seq:
-        yield Problem(
+        yield IntegrityProblem(
             writer_id,
             "overlapping-segment",
             f"claims seqs {segment.first_seq}..{segment.last_seq}, but seqs up to "
@@ -162,7 +162,7 @@ def _link_segment(
         )
         return
     if segment.first_seq > cursor.next_seq:
-        yield Problem(
+        yield IntegrityProblem(
             writer_id,
             "missing-events",
             f"no segment holds seqs {cursor.next_seq}..{segment.first_seq - 1} "
@@ -173,11 +173,11 @@ def _link_segment(
         cursor.last_hash = None
     cursor.next_seq = segment.last_seq + 1
     if check.error_code:
-        yield Problem(writer_id, check.error_code, check.error, name)
+        yield IntegrityProblem(writer_id, check.error_code, check.error, name)
         cursor.last_hash = None
         return
     if check.rows != segment.rows:
-        yield Problem(
+        yield IntegrityProblem(
             writer_id,
             "row-count",
             f"holds {check.rows} rows but its name claims seqs {segment.first_seq}.."
@@ -186,7 +186,7 @@ def _link_segment(
         )
     known = cursor.last_hash is not None
     if known and check.rows and check.first_prev_hash != cursor.last_hash:
-        yield Problem(
+        yield IntegrityProblem(
             writer_id,
             "chain-broken",
             "row 0: prev_hash does not equal the last hash of the previous segment "
@@ -195,7 +195,7 @@ def _link_segment(
             segment.first_seq,
         )
     if check.statistics:
-        yield Problem(writer_id, "statistics-changed", check.statistics, name)
+        yield IntegrityProblem(writer_id, "statistics-changed", check.statistics, name)
     for failing in check.failing:
         yield from _row_problems(writer_id, segment, failing)
     cursor.events += check.rows
@@ -401,13 +401,13 @@ def _check_batch(batch: pa.RecordBatch, state: _SegmentState) -> None:
 
 def _row_problems(
     writer_id: str, segment: SegmentFile, failing: tuple[int, int, bool, bool, bool, bool]
-) -> Iterator[Problem]:
+) -> Iterator[IntegrityProblem]:
     row, stored_seq, seq_ok, writer_ok, hash_ok, link_ok = failing
     name = segment.path.name
     at = f"row {row}"
     seq = segment.first_seq + row  # the position in the chain, whatever the seq column says
     if not seq_ok:
-        yield Problem(
+        yield IntegrityProblem(
             writer_id,
             "seq-out-of-place",
             f"{at} holds seq {stored_seq}, expected {seq} "
@@ -416,9 +416,11 @@ def _row_problems(
             seq,
         )
     if not writer_ok:
-        yield Problem(writer_id, "writer-changed", f"{at}: writer_id column edited", name, seq)
+        yield IntegrityProblem(
+            writer_id, "writer-changed", f"{at}: writer_id column edited", name, seq
+        )
     if not hash_ok:
-        yield Problem(
+        yield IntegrityProblem(
             writer_id,
             "content-changed",
             f"{at}: the stored columns no longer hash to the row's hash "
@@ -427,7 +429,7 @@ def _row_problems(
             seq,
         )
     if not link_ok:
-        yield Problem(
+        yield IntegrityProblem(
             writer_id,
             "chain-broken",
             f"{at}: prev_hash does not equal the previous event's hash "
@@ -440,7 +442,7 @@ def _row_problems(
 def _check_wal(
     layout: WriterLayout,
     cursor: _Cursor,
-    problems: list[Problem],
+    problems: list[IntegrityProblem],
     notes: list[str],
     recorder: RootRecorder,
 ) -> int:
@@ -452,7 +454,7 @@ def _check_wal(
     for position, (path, scan) in enumerate(scans):
         if scan.intact_after_damage:
             problems.append(
-                Problem(
+                IntegrityProblem(
                     writer_id,
                     "wal-damaged",
                     f"{scan.damage}, with intact batches after it: acknowledged events are lost",
@@ -466,13 +468,13 @@ def _check_wal(
                 if not live:
                     notes.append(f"writer {writer_id}, {path.name}: {message}")
             else:
-                problems.append(Problem(writer_id, "wal-damaged", scan.damage, path.name))
+                problems.append(IntegrityProblem(writer_id, "wal-damaged", scan.damage, path.name))
         for frame in scan.frames:
             if frame.last_seq < cursor.next_seq:
                 continue  # already in a segment (a flush was cut short before deleting the WAL)
             if frame.first_seq != cursor.next_seq:
                 problems.append(
-                    Problem(
+                    IntegrityProblem(
                         writer_id,
                         "missing-events",
                         f"WAL frame starts at seq {frame.first_seq}, expected {cursor.next_seq}",
@@ -489,7 +491,9 @@ def _check_wal(
                 row = orjson.loads(line)
                 if row.get("seq") != seq or row.get("writer_id") != writer_id:
                     problems.append(
-                        Problem(writer_id, "wal-changed", "seq or writer_id edited", path.name, seq)
+                        IntegrityProblem(
+                            writer_id, "wal-changed", "seq or writer_id edited", path.name, seq
+                        )
                     )
                 leaf = leaf_hash(line)
                 leaves.append(leaf)
@@ -514,7 +518,7 @@ def _has_live_appender(layout: WriterLayout) -> bool:
 
 def _check_head(
     layout: WriterLayout, cursor: _Cursor, segments: list[SegmentFile]
-) -> Iterator[Problem]:
+) -> Iterator[IntegrityProblem]:
     """The last flush's recorded (seq, hash) must still be there: catches a dropped tail."""
     head = read_head(layout)
     if head is None:
@@ -522,7 +526,7 @@ def _check_head(
     seq, digest = head
     flushed_end = segments[-1].last_seq if segments else -1
     if seq > flushed_end:
-        yield Problem(
+        yield IntegrityProblem(
             layout.writer_id,
             "missing-events",
             f"the last flush recorded seq {seq}, but the segments end at seq {flushed_end} "
@@ -535,7 +539,7 @@ def _check_head(
     if stored is None:
         stored = _hash_at(segments, seq)
     if stored is not None and stored != digest:
-        yield Problem(
+        yield IntegrityProblem(
             layout.writer_id,
             "head-mismatch",
             f"the hash stored at seq {seq} differs from the one recorded when it was flushed "

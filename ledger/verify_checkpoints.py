@@ -23,7 +23,7 @@ from .errors import LedgerError, NoteError, ProofError
 from .layout import WriterLayout
 from .merkle import EMPTY_ROOT, TreeBuilder, consistency_proof, verify_consistency
 from .note import Verifier, open_note
-from .report import Problem
+from .report import IntegrityProblem
 from .tree import open_writer_tree
 
 __all__ = ["RootRecorder", "check_checkpoints", "checkpointed_sizes"]
@@ -91,30 +91,32 @@ def check_checkpoints(
     verifiers: Sequence[Verifier],
     recorders: dict[str, RootRecorder],
     layouts: Iterable[WriterLayout],
-) -> list[Problem]:
+) -> list[IntegrityProblem]:
     """Every problem with the checkpoints, given each writer log's recomputed roots."""
-    problems: list[Problem] = []
+    problems: list[IntegrityProblem] = []
     previous: LedgerCheckpoint | None = None
     by_id = {layout.writer_id: layout for layout in layouts}
     for expected, number in enumerate(store.numbers(), start=1):
         where = f"checkpoints/{number:012d}"
         if number != expected:
             problems.append(
-                Problem("-", "checkpoint-missing", f"checkpoint {expected} is missing", where)
+                IntegrityProblem(
+                    "-", "checkpoint-missing", f"checkpoint {expected} is missing", where
+                )
             )
         try:
             note = store.note_text(number)
             checkpoint = parse_ledger_text(open_note(note, verifiers).text, note)
         except (LedgerError, NoteError, ValueError) as err:
             problems.append(
-                Problem("-", "checkpoint-signature", f"checkpoint {number}: {err}", where)
+                IntegrityProblem("-", "checkpoint-signature", f"checkpoint {number}: {err}", where)
             )
             previous = None
             continue
         link = previous.digest if previous is not None else GENESIS_LINK
         if (number == 1 or previous is not None) and checkpoint.previous != link:
             problems.append(
-                Problem(
+                IntegrityProblem(
                     "-",
                     "checkpoint-chain",
                     f"checkpoint {number} does not link to checkpoint {number - 1}",
@@ -133,15 +135,15 @@ def _check_writers(
     previous: LedgerCheckpoint | None,
     recorders: dict[str, RootRecorder],
     layouts: dict[str, WriterLayout],
-) -> list[Problem]:
-    problems: list[Problem] = []
+) -> list[IntegrityProblem]:
+    problems: list[IntegrityProblem] = []
     number = checkpoint.number
     where = f"checkpoints/{number:012d}"
     if previous is not None:
         for dropped in previous.writers:
             if checkpoint.writer(dropped.writer_id) is None:
                 problems.append(
-                    Problem(
+                    IntegrityProblem(
                         dropped.writer_id,
                         "rollback",
                         f"checkpoint {number} drops this writer log",
@@ -156,14 +158,14 @@ def _check_writers(
                 raise NoteError("its size or root differs from the ledger checkpoint")
         except (LedgerError, NoteError) as err:
             problems.append(
-                Problem(
+                IntegrityProblem(
                     writer_id, "checkpoint-signature", f"writer checkpoint {number}: {err}", where
                 )
             )
         old = previous.writer(writer_id) if previous is not None else None
         if old is not None and old.tree_size > state.tree_size:
             problems.append(
-                Problem(
+                IntegrityProblem(
                     writer_id,
                     "rollback",
                     f"checkpoint {number} has {state.tree_size} events, checkpoint "
@@ -181,7 +183,7 @@ def _check_writers(
 
 def _check_root(
     writer_id: str, number: int, size: int, root: bytes, recorders: dict[str, RootRecorder]
-) -> list[Problem]:
+) -> list[IntegrityProblem]:
     where = f"checkpoints/{number:012d}"
     recorder = recorders.get(writer_id)
     if recorder is None or (
@@ -189,7 +191,7 @@ def _check_root(
     ):
         held = recorder.size if recorder else 0
         return [
-            Problem(
+            IntegrityProblem(
                 writer_id,
                 "rollback",
                 f"checkpoint {number} signed {size} events, but the log now holds {held}: "
@@ -203,7 +205,7 @@ def _check_root(
         return []  # the log is damaged before this size; that damage is reported already
     if recomputed != root:
         return [
-            Problem(
+            IntegrityProblem(
                 writer_id,
                 "checkpoint-mismatch",
                 f"the log's first {size} events no longer have the root signed in checkpoint "
@@ -216,14 +218,14 @@ def _check_root(
 
 def _check_consistency(
     layout: WriterLayout, number: int, old: WriterState, size2: int, root2: bytes
-) -> list[Problem]:
+) -> list[IntegrityProblem]:
     try:
         tree = open_writer_tree(layout)
         proof = consistency_proof(old.tree_size, size2, tree.reader)
         verify_consistency(old.tree_size, size2, proof, old.root, root2)
     except (ProofError, LookupError, ValueError) as err:
         return [
-            Problem(
+            IntegrityProblem(
                 layout.writer_id,
                 "checkpoint-inconsistent",
                 f"no valid consistency proof from size {old.tree_size} to checkpoint {number}'s "

@@ -44,7 +44,7 @@ from ledger.note import (
     open_note,
     sign_note,
 )
-from ledger.report import Problem
+from ledger.report import IntegrityProblem
 from ledger.schema import SEGMENT_SCHEMA
 from ledger.tree import TreeStore
 from ledger.verify import verify_ledger
@@ -133,7 +133,7 @@ def published_verifier(root: Path) -> Verifier:
     return Verifier.parse((root / "keys" / "ledger.vkey").read_text(encoding="utf-8").strip())
 
 
-def problems_of(report_problems: tuple[Problem, ...], code: str) -> list[Problem]:
+def problems_of(report_problems: tuple[IntegrityProblem, ...], code: str) -> list[IntegrityProblem]:
     return [p for p in report_problems if p.code == code]
 
 
