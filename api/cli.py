@@ -12,12 +12,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
+import pyarrow as pa
 import typer
 from rich.console import Console
 
@@ -36,7 +37,7 @@ from ledger.inputs import FORMATS, read_chunks, spool_stdin
 from ledger.schedule import CheckpointSchedule
 from query import Ledger, QueryError, run_sql
 
-from .output import TABLE_FORMATS, print_records, print_table, write_table
+from .output import TABLE_FORMATS, print_records, print_table, write_batches
 
 __all__ = ["app", "main"]
 
@@ -215,6 +216,12 @@ def verify(ledger: LedgerOption = None, format: FormatOption = "table") -> None:
         raise typer.Exit(1)
 
 
+def _stream_to(
+    fmt: str, out: Path | None, schema: pa.Schema, batches: Iterator[pa.RecordBatch]
+) -> None:
+    write_batches(fmt, schema, batches, out)
+
+
 def _report_record(report: VerifyReport) -> dict[str, Any]:
     return {
         "ok": report.ok,
@@ -260,18 +267,22 @@ def sql(
 ) -> None:
     """Answer a read-only SQL query over the views events, events_raw, writers and checkpoints."""
     _check_format(format, TABLE_FORMATS)
+    if format in ("parquet", "arrow") and out is None and sys.stdout.isatty():
+        _fail(f"--format {format} writes binary data: give --out FILE or redirect", 2)
+    stream = None if format == "table" else partial(_stream_to, format, out)
     result = _guarded(
         lambda: run_sql(
-            Ledger.open(_ledger_path(ledger)), query, dialect, max_rows, timeout, as_of=as_of
+            Ledger.open(_ledger_path(ledger)),
+            query,
+            dialect,
+            max_rows,
+            timeout,
+            as_of=as_of,
+            consume=stream,
         )
     )
     if format == "table":
         print_table(result.table, console)
-    else:
-        try:
-            write_table(result.table, format, out)
-        except ValueError as err:
-            _fail(str(err), 2)
     if result.truncated:
         errors.print(f"[yellow]note:[/] output truncated at {max_rows:,} rows (--max-rows)")
 

@@ -17,7 +17,15 @@ from pyarrow import ipc
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["TABLE_FORMATS", "json_default", "print_records", "print_table", "write_table"]
+__all__ = [
+    "TABLE_FORMATS",
+    "BatchWriter",
+    "json_default",
+    "print_records",
+    "print_table",
+    "write_batches",
+    "write_table",
+]
 
 TABLE_FORMATS = ("table", "json", "jsonl", "csv", "parquet", "arrow")
 BINARY_FORMATS = ("parquet", "arrow")
@@ -63,44 +71,77 @@ def _json_ready(table: pa.Table) -> list[dict[str, Any]]:
     ]
 
 
+class BatchWriter:
+    """Writes a result batch by batch in a machine format, so large results stream."""
+
+    def __init__(self, fmt: str, schema: pa.Schema, out: Path | None = None) -> None:
+        if fmt not in TABLE_FORMATS or fmt == "table":
+            raise ValueError(f"unknown format {fmt!r}")
+        if fmt in BINARY_FORMATS and out is None and sys.stdout.isatty():
+            raise ValueError(f"--format {fmt} writes binary data: give --out FILE or redirect")
+        self.fmt = fmt
+        self._stream: IO[bytes] = open(out, "wb") if out is not None else sys.stdout.buffer  # noqa: SIM115
+        self._owns_stream = out is not None
+        self._rows = 0
+        self._binary: Any = None
+        if fmt == "parquet":
+            self._binary = pq.ParquetWriter(self._stream, schema, compression="zstd")
+        elif fmt == "arrow":
+            self._binary = ipc.new_file(self._stream, schema)
+        elif fmt == "csv":
+            self._csv = csv.writer(_TextSink(self._stream), lineterminator="\n")
+            self._csv.writerow(schema.names)
+        elif fmt == "json":
+            self._stream.write(b"[")
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Write the next batch of rows."""
+        if self._binary is not None:
+            self._binary.write_batch(batch)
+            return
+        table = pa.Table.from_batches([batch])
+        if self.fmt == "csv":
+            for values in _positional_rows(table):
+                self._csv.writerow([_csv_cell(v) for v in values])
+            return
+        for row in _json_ready(table):
+            text = orjson.dumps(row, default=json_default, option=_JSON_OPTIONS)
+            if self.fmt == "jsonl":
+                self._stream.write(text + b"\n")
+            else:
+                self._stream.write((b"," if self._rows else b"") + text)
+            self._rows += 1
+
+    def close(self) -> None:
+        """Finish the output (footers, closing bracket) and release the file."""
+        if self._binary is not None:
+            self._binary.close()
+        elif self.fmt == "json":
+            self._stream.write(b"]\n")
+        if self._owns_stream:
+            self._stream.close()
+        else:
+            self._stream.flush()
+
+
+_JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+
+
+def write_batches(
+    fmt: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], out: Path | None = None
+) -> None:
+    """Stream batches out in a machine format."""
+    writer = BatchWriter(fmt, schema, out)
+    try:
+        for batch in batches:
+            writer.write(batch)
+    finally:
+        writer.close()
+
+
 def write_table(table: pa.Table, fmt: str, out: Path | None = None) -> None:
     """Write an Arrow table in a machine format to a file or standard output."""
-    if fmt in BINARY_FORMATS:
-        if out is None and sys.stdout.isatty():
-            raise ValueError(f"--format {fmt} writes binary data: give --out FILE or redirect")
-        sink: Any = str(out) if out is not None else sys.stdout.buffer
-        if fmt == "parquet":
-            pq.write_table(table, sink, compression="zstd")
-        else:
-            with ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
-        return
-    stream: IO[bytes] = open(out, "wb") if out is not None else sys.stdout.buffer  # noqa: SIM115
-    try:
-        _write_text(table, fmt, stream)
-    finally:
-        if out is not None:
-            stream.close()
-        else:
-            stream.flush()
-
-
-def _write_text(table: pa.Table, fmt: str, stream: IO[bytes]) -> None:
-    options = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
-    if fmt == "json":
-        stream.write(orjson.dumps(_json_ready(table), default=json_default, option=options))
-        stream.write(b"\n")
-    elif fmt == "jsonl":
-        for row in _json_ready(table):
-            stream.write(orjson.dumps(row, default=json_default, option=options) + b"\n")
-    elif fmt == "csv":
-        text = _TextSink(stream)
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(table.column_names)
-        for values in _positional_rows(table):
-            writer.writerow([_csv_cell(v) for v in values])
-    else:
-        raise ValueError(f"unknown format {fmt!r}")
+    write_batches(fmt, table.schema, table.to_batches(), out)
 
 
 def _interval_text(value: pa.MonthDayNano) -> str:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import polars as pl
 import pyarrow as pa
 
 from ledger import Ledger as StoredLedger
 
+from .errors import QueryError
 from .sql import DEFAULT_MAX_ROWS, run_sql
 
 __all__ = ["Ledger"]
@@ -23,3 +27,19 @@ class Ledger(StoredLedger):
     ) -> pa.Table:
         """Answer a read-only query as an Arrow table; ``as_of`` pins it to a signed checkpoint."""
         return run_sql(self, query, dialect, max_rows, as_of=as_of).table
+
+    def pl(self, query: str, **options: Any) -> pl.DataFrame:
+        """Answer a read-only query as a polars DataFrame (same options as ``sql``)."""
+        frame = pl.from_arrow(self.sql(query, **options))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def df(self, query: str, **options: Any) -> Any:
+        """Answer a read-only query as a pandas DataFrame (needs pandas installed)."""
+        table = self.sql(query, **options)
+        try:
+            return table.to_pandas()
+        except ImportError:
+            raise QueryError(
+                "pandas is not installed: use .sql() or .pl(), or install pandas"
+            ) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import duckdb
@@ -23,12 +24,13 @@ DEFAULT_TIMEOUT = 60.0
 
 @dataclass(frozen=True)
 class SqlResult:
-    """A query's rows, whether the row limit cut them, and how long it took."""
+    """A query's rows (empty when they were streamed), whether the limit cut them, and timing."""
 
     table: pa.Table
     truncated: bool
     seconds: float
     sql: str
+    rows: int = 0
 
 
 class _Deadline:
@@ -57,6 +59,9 @@ class _Deadline:
         self._thread.join()
 
 
+Consumer = Callable[[pa.Schema, Iterator[pa.RecordBatch]], None]
+
+
 def run_sql(
     ledger: Ledger,
     query: str,
@@ -65,15 +70,28 @@ def run_sql(
     timeout: float = DEFAULT_TIMEOUT,
     limits: CatalogLimits | None = None,
     as_of: int | None = None,
+    consume: Consumer | None = None,
 ) -> SqlResult:
-    """Answer a read-only query over the ledger (as of a checkpoint); refuse anything else."""
+    """Answer a read-only query over the ledger (as of a checkpoint); refuse anything else.
+
+    With ``consume``, the rows stream to it batch by batch instead of being collected.
+    """
     statement = check_read_only(query, dialect)
     duck_sql = statement.sql("duckdb")
     started = time.perf_counter()
     connection = connect(ledger, limits, as_of)
     deadline = _Deadline(connection, timeout)
+    limit = _Limit(max_rows)
     try:
-        table, truncated = _fetch(connection, duck_sql, max_rows)
+        relation = connection.sql(duck_sql)
+        if relation is None:  # pragma: no cover - the guard admits only queries
+            raise QueryError("the statement returned no rows")
+        reader = relation.to_arrow_reader(batch_size=min(max_rows + 1, 65536))
+        if consume is None:
+            table = pa.Table.from_batches(list(limit.apply(reader)), schema=reader.schema)
+        else:
+            consume(reader.schema, limit.apply(reader))
+            table = reader.schema.empty_table()
         if deadline.passed:
             raise QueryTimeoutError(f"query interrupted after {timeout:g} s")
     except (duckdb.Error, OSError, pa.ArrowException) as err:
@@ -84,23 +102,25 @@ def run_sql(
     finally:
         deadline.stop()
         connection.close()
-    return SqlResult(table, truncated, time.perf_counter() - started, duck_sql)
+    elapsed = time.perf_counter() - started
+    return SqlResult(table, limit.truncated, elapsed, duck_sql, limit.rows)
 
 
-def _fetch(
-    connection: duckdb.DuckDBPyConnection, duck_sql: str, max_rows: int
-) -> tuple[pa.Table, bool]:
-    """The query's rows up to ``max_rows``, and whether more were cut off."""
-    relation = connection.sql(duck_sql)
-    if relation is None:  # pragma: no cover - the guard admits only queries
-        raise QueryError("the statement returned no rows")
-    reader = relation.to_arrow_reader(batch_size=min(max_rows + 1, 65536))
-    batches: list[pa.RecordBatch] = []
-    kept = 0
-    for batch in reader:
-        if kept + batch.num_rows > max_rows:
-            batches.append(batch.slice(0, max_rows - kept))
-            return pa.Table.from_batches(batches, schema=reader.schema), True
-        batches.append(batch)
-        kept += batch.num_rows
-    return pa.Table.from_batches(batches, schema=reader.schema), False
+class _Limit:
+    """Passes batches through until ``max_rows`` rows, noting whether more were cut off."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.rows = 0
+        self.truncated = False
+
+    def apply(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            if self.rows + batch.num_rows > self.max_rows:
+                kept = batch.slice(0, self.max_rows - self.rows)
+                self.rows += kept.num_rows
+                self.truncated = True
+                yield kept
+                return
+            self.rows += batch.num_rows
+            yield batch
