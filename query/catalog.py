@@ -19,7 +19,7 @@ from ledger import Ledger, LedgerError
 from ledger.layout import segments_in_force
 from ledger.schema import SEGMENT_SCHEMA
 
-__all__ = ["CatalogLimits", "connect"]
+__all__ = ["VIEW_NAMES", "VIEW_TYPES", "CatalogLimits", "connect"]
 
 # Constant view definitions, parsed by sqlglot; the relations they read are registered objects.
 _VIEWS = {
@@ -45,6 +45,40 @@ _VIEWS = {
     ),
     "checkpoints": "SELECT * FROM _checkpoints",
 }
+VIEW_NAMES = tuple(_VIEWS)
+"""The tables a query may read."""
+
+
+def _sql_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMPTZ"
+    if pa.types.is_list(arrow_type):
+        return "ARRAY<VARCHAR>"
+    simple = {pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN", pa.string(): "VARCHAR"}
+    return simple.get(arrow_type, "BLOB")
+
+
+_EVENT_TYPES = {f.name: _sql_type(f.type) for f in SEGMENT_SCHEMA} | {"attrs": "JSON"}
+VIEW_TYPES: dict[str, object] = {
+    "events": _EVENT_TYPES,
+    "events_raw": _EVENT_TYPES,
+    "writers": {
+        "writer_id": "VARCHAR",
+        "events": "BIGINT",
+        "first_seq": "BIGINT",
+        "last_seq": "BIGINT",
+        "last_hash": "BLOB",
+        "last_observed_time": "TIMESTAMPTZ",
+    },
+    "checkpoints": {
+        "number": "BIGINT",
+        "time": "TIMESTAMPTZ",
+        "writer_id": "VARCHAR",
+        "tree_size": "BIGINT",
+        "root": "VARCHAR",
+    },
+}
+"""Column types of the views, so a query from another dialect is transpiled with its types."""
 _UNBOUNDED = 2**62  # a writer log's bound when every event is in view
 _BOUNDS_SCHEMA = pa.schema([("writer_id", pa.string()), ("tree_size", pa.int64())])
 _CHECKPOINTS_SCHEMA = pa.schema(

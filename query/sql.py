@@ -9,14 +9,17 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
+import sqlglot.expressions as exp
+from sqlglot.errors import ErrorLevel, UnsupportedError
+from sqlglot.optimizer.annotate_types import annotate_types
 
 from ledger import Ledger
 
-from .catalog import CatalogLimits, connect
+from .catalog import VIEW_NAMES, VIEW_TYPES, CatalogLimits, connect
 from .errors import QueryError, QueryTimeoutError
 from .guard import check_read_only
 
-__all__ = ["SqlResult", "run_sql"]
+__all__ = ["SqlResult", "run_sql", "transpile"]
 
 DEFAULT_MAX_ROWS = 100_000
 DEFAULT_TIMEOUT = 60.0
@@ -62,6 +65,32 @@ class _Deadline:
 Consumer = Callable[[pa.Schema, Iterator[pa.RecordBatch]], None]
 
 
+def _variant_text(node: exp.Expr) -> exp.Expr:
+    """A JSON path cast to text means the value's text (Snowflake ``attrs:k::string``), not the
+    JSON literal with its quotes: DuckDB's ``->>``."""
+    if (
+        isinstance(node, exp.Cast)
+        and isinstance(node.this, exp.JSONExtract)
+        and node.to.is_type(*exp.DataType.TEXT_TYPES)
+    ):
+        extract = node.this
+        return exp.JSONExtractScalar(this=extract.this, expression=extract.expression)
+    return node
+
+
+def transpile(query: str, dialect: str = "duckdb") -> str:
+    """The DuckDB text of one guarded read-only query written in ``dialect``."""
+    statement = check_read_only(query, dialect, tables=VIEW_NAMES)
+    if dialect != "duckdb":
+        # Typed, so e.g. postgres integer division stays integer division in DuckDB.
+        statement = annotate_types(statement, schema=dict(VIEW_TYPES), dialect=dialect)
+        statement = statement.transform(_variant_text)
+    try:
+        return statement.sql("duckdb", unsupported_level=ErrorLevel.RAISE)
+    except UnsupportedError as err:
+        raise QueryError(f"cannot translate from {dialect}: {err}") from None
+
+
 def run_sql(
     ledger: Ledger,
     query: str,
@@ -76,8 +105,7 @@ def run_sql(
 
     With ``consume``, the rows stream to it batch by batch instead of being collected.
     """
-    statement = check_read_only(query, dialect)
-    duck_sql = statement.sql("duckdb")
+    duck_sql = transpile(query, dialect)
     started = time.perf_counter()
     connection = connect(ledger, limits, as_of)
     deadline = _Deadline(connection, timeout)
