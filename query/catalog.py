@@ -7,7 +7,11 @@ Arrow table, and external access is then switched off and the configuration lock
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import duckdb
@@ -19,7 +23,7 @@ from ledger import Ledger, LedgerError
 from ledger.layout import segments_in_force
 from ledger.schema import SEGMENT_SCHEMA
 
-__all__ = ["VIEW_NAMES", "VIEW_TYPES", "CatalogLimits", "connect"]
+__all__ = ["VIEW_NAMES", "VIEW_TYPES", "CatalogLimits", "catalog", "connect"]
 
 # Constant view definitions, parsed by sqlglot; the relations they read are registered objects.
 _VIEWS = {
@@ -80,6 +84,10 @@ VIEW_TYPES: dict[str, object] = {
 }
 """Column types of the views, so a query from another dialect is transpiled with its types."""
 _UNBOUNDED = 2**62  # a writer log's bound when every event is in view
+_CURRENT_EVENTS_RAW = (
+    "SELECT * REPLACE (CAST(attrs AS JSON) AS attrs) FROM "
+    "(SELECT * FROM _segments UNION ALL BY NAME SELECT * FROM _unflushed)"
+)
 _BOUNDS_SCHEMA = pa.schema([("writer_id", pa.string()), ("tree_size", pa.int64())])
 _CHECKPOINTS_SCHEMA = pa.schema(
     [
@@ -133,7 +141,9 @@ def connect(
     )
     connection.register("_checkpoints", checkpoints)
     for name, definition in _VIEWS.items():
-        view = sqlglot.parse_one(definition, read="duckdb")
+        # With every event in view there are no bounds to join.
+        text = _CURRENT_EVENTS_RAW if name == "events_raw" and as_of is None else definition
+        view = sqlglot.parse_one(text, read="duckdb")
         create = sqlglot.exp.Create(
             this=sqlglot.exp.to_table(name),
             kind="VIEW",
@@ -144,6 +154,59 @@ def connect(
     connection.execute("SET enable_external_access = false")
     connection.execute("SET lock_configuration = true")
     return connection
+
+
+@dataclass
+class _Cached:
+    state: tuple[object, ...]
+    connection: duckdb.DuckDBPyConnection
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_CACHE: dict[tuple[str, int | None, CatalogLimits], _Cached] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 16
+
+
+@contextmanager
+def catalog(
+    ledger: Ledger, limits: CatalogLimits | None = None, as_of: int | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A catalog connection for one query, reused while the ledger's files are unchanged.
+
+    Building the catalog (listing segments, reading WAL tails and checkpoints) costs more than
+    a small query; a long-running process asking many questions pays it once per change.
+    """
+    limits = limits or CatalogLimits()
+    key = (str(ledger.root.resolve()), as_of, limits)
+    state = _ledger_state(ledger)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is None or cached.state != state:
+            if cached is not None:
+                cached.connection.close()
+            if len(_CACHE) >= _CACHE_SIZE:
+                for stale in _CACHE.values():
+                    stale.connection.close()
+                _CACHE.clear()
+            cached = _CACHE[key] = _Cached(state, connect(ledger, limits, as_of))
+    with cached.lock:
+        yield cached.connection
+
+
+def _ledger_state(ledger: Ledger) -> tuple[object, ...]:
+    """What the catalog shows depends on: segment, WAL and checkpoint files, and their sizes."""
+    entries: list[object] = []
+    for layout in ledger.writer_layouts():
+        for directory in (layout.segments, layout.wal_dir):
+            try:
+                with os.scandir(directory) as found:
+                    entries += sorted(
+                        (e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in found
+                    )
+            except FileNotFoundError:
+                continue
+    return (tuple(entries), tuple(ledger.checkpoints.numbers()))
 
 
 def _empty() -> pa.Table:

@@ -15,7 +15,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 
 from ledger import Ledger
 
-from .catalog import VIEW_NAMES, VIEW_TYPES, CatalogLimits, connect
+from .catalog import VIEW_NAMES, VIEW_TYPES, CatalogLimits, catalog
 from .errors import QueryError, QueryTimeoutError
 from .guard import check_read_only
 
@@ -107,7 +107,18 @@ def run_sql(
     """
     duck_sql = transpile(query, dialect)
     started = time.perf_counter()
-    connection = connect(ledger, limits, as_of)
+    with catalog(ledger, limits, as_of) as connection:
+        return _run(connection, duck_sql, max_rows, timeout, consume, started)
+
+
+def _run(
+    connection: duckdb.DuckDBPyConnection,
+    duck_sql: str,
+    max_rows: int,
+    timeout: float,
+    consume: Consumer | None,
+    started: float,
+) -> SqlResult:
     deadline = _Deadline(connection, timeout)
     limit = _Limit(max_rows)
     try:
@@ -129,7 +140,6 @@ def run_sql(
         raise QueryError(str(err).strip()) from None
     finally:
         deadline.stop()
-        connection.close()
     elapsed = time.perf_counter() - started
     return SqlResult(table, limit.truncated, elapsed, duck_sql, limit.rows)
 
