@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
@@ -96,11 +98,10 @@ def verify_ledger(
     writers: list[WriterSummary] = []
     workers = workers or os.cpu_count() or 1
     with ExitStack() as stack:
+        pool = None
         if workers > 1 and len(jobs) > 1 and total_rows >= PARALLEL_FROM_ROWS:
-            context = get_context("forkserver")
-            pool = stack.enter_context(
-                ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context)
-            )
+            pool = stack.enter_context(_worker_pool(min(workers, len(jobs))))
+        if pool is not None:
             checks: Iterator[SegmentCheck] = pool.map(_check_segment_job, jobs)
         else:
             checks = (check_segment(*job) for job in jobs)
@@ -113,6 +114,43 @@ def verify_ledger(
         problems.extend(check_checkpoints(checkpoints, verifiers, recorders, writer_layouts))
     elapsed = time.perf_counter() - started
     return VerifyReport(tuple(problems), tuple(writers), tuple(notes), elapsed)
+
+
+@contextmanager
+def _worker_pool(size: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes, or None where they cannot start.
+
+    Workers need only this module, so the caller's main module is hidden from them while the
+    pool lives: otherwise each worker would re-run the caller's script (one without a
+    ``__main__`` guard, or read from stdin, would break or recurse).
+    """
+    with _main_module_hidden():
+        pool = ProcessPoolExecutor(size, mp_context=get_context("forkserver"))
+        try:
+            pool.submit(os.getpid).result()
+        except (BrokenProcessPool, RuntimeError):
+            pool.shutdown(cancel_futures=True)
+            yield None
+            return
+        with pool:
+            yield pool
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    names: tuple[str, ...] = ("__spec__", "__file__")
+    saved = {name: main.__dict__[name] for name in names if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def _verify_writer(

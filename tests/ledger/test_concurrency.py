@@ -273,3 +273,51 @@ def test_an_idle_writer_log_from_another_ledger_is_never_appended_to(tmp_path: P
     report = Ledger.open(root).verify()
     assert report.ok, report.problems
     assert report.events == 40 + 2 * 15
+
+
+def test_parallel_verify_works_from_a_script_without_a_main_guard(tmp_path: Path) -> None:
+    """Verify's worker processes must not re-run the caller's script (or choke on stdin)."""
+    import subprocess
+    import sys
+
+    import ledger.verify as verify_module
+
+    path = tmp_path / "store"  # not "ledger": the script's folder is first on sys.path
+    store = Ledger.init(path)
+    events = [
+        {
+            "event_id": f"e-{i}",
+            "time": "2026-11-02T08:00:00Z",
+            "agent_id": f"agent-{i % 7}",
+            "category": "tool",
+            "action": "tool.call",
+        }
+        for i in range(3000)
+    ]
+    for start in range(0, 3000, 1000):
+        store.append(events[start : start + 1000])
+        store.flush()
+    store.close()
+    script = (
+        "import ledger.verify as v\n"
+        "from ledger import Ledger\n"
+        "v.PARALLEL_FROM_ROWS = 1\n"
+        f"report = Ledger.open({str(path)!r}).verify(workers=2)\n"
+        "print('RESULT', report.ok, report.events)\n"
+    )
+    file_script = tmp_path / "no_guard.py"
+    file_script.write_text(script)
+    for command in ([sys.executable, str(file_script)], [sys.executable, "-"]):
+        done = subprocess.run(
+            command,
+            input=script if command[-1] == "-" else None,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count("RESULT") == 1, done.stdout  # the script ran once, not per worker
+        assert "RESULT True 3000" in done.stdout
+        assert "Traceback" not in done.stderr, done.stderr
+    assert verify_module.PARALLEL_FROM_ROWS > 1  # the module default is untouched here
