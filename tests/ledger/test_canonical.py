@@ -26,6 +26,8 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 import rfc8785
+from design_schema import BOOL_FIELDS, HEX_FIELDS, LIST_FIELDS, OPTIONAL_TEXT_FIELDS
+from design_schema import ENUMS as ENUMS_IN_DESIGN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -243,49 +245,8 @@ def test_non_json_values_raise(value: Any) -> None:
 # -- b) what the writer hashes, stores, and verify rebuilds ----------------------------------
 
 # DESIGN.md §2, written out independently of ledger/schema.py (a test below keeps them in step).
-TEXT_FIELDS = (
-    "session_id",
-    "task_id",
-    "caused_by",
-    "principal",
-    "on_behalf_of",
-    "credential_id",
-    "scope_used",
-    "intent",
-    "tool",
-    "resource",
-    "destination",
-    "target_agent",
-    "approval_for",
-    "approver",
-    "error",
-    "authz_decision",
-    "policy_id",
-)
-HEX_FIELDS = {"trace_id": 32, "span_id": 16, "parent_span_id": 16}
-LIST_FIELDS = ("credential_scopes", "intent_scopes")
-BOOL_FIELDS = ("external", "privileged")
-DESIGN_ENUMS = {
-    "category": (
-        "task",
-        "llm",
-        "tool",
-        "data",
-        "secret",
-        "config",
-        "job",
-        "network",
-        "identity",
-        "approval",
-        "code",
-        "agent",
-        "finding",
-        "ledger",
-    ),
-    "sensitivity": ("public", "internal", "confidential", "restricted"),
-    "input_trust": ("trusted", "untrusted"),
-    "outcome": ("success", "failure", "error", "denied"),
-}
+TEXT_FIELDS = OPTIONAL_TEXT_FIELDS
+DESIGN_ENUMS = ENUMS_IN_DESIGN
 DESIGN_FIELDS = {
     "event_id",
     "time",

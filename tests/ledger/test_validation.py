@@ -24,6 +24,15 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from design_schema import (
+    BOOL_FIELDS,
+    ENUMS,
+    HEX_FIELDS,
+    LIST_FIELDS,
+    OPTIONAL_TEXT_FIELDS,
+    REQUIRED,
+    TIME_FIELDS,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,52 +43,7 @@ from ledger.schema import CLIENT_FIELDS
 
 # -- the schema of DESIGN.md §2, written out independently of ledger/schema.py ---------------
 
-TEXT_FIELDS = (
-    "agent_id",  # required
-    "session_id",
-    "task_id",
-    "caused_by",
-    "principal",
-    "on_behalf_of",
-    "credential_id",
-    "scope_used",
-    "intent",
-    "tool",
-    "resource",
-    "destination",
-    "target_agent",
-    "approval_for",
-    "approver",
-    "error",
-    "authz_decision",
-    "policy_id",
-)
-HEX_FIELDS = {"trace_id": 32, "span_id": 16, "parent_span_id": 16}
-LIST_FIELDS = ("credential_scopes", "intent_scopes")
-BOOL_FIELDS = ("external", "privileged")
-TIME_FIELDS = ("time", "credential_expires_at")
-ENUMS = {
-    "category": (
-        "task",
-        "llm",
-        "tool",
-        "data",
-        "secret",
-        "config",
-        "job",
-        "network",
-        "identity",
-        "approval",
-        "code",
-        "agent",
-        "finding",
-        "ledger",
-    ),
-    "sensitivity": ("public", "internal", "confidential", "restricted"),
-    "input_trust": ("trusted", "untrusted"),
-    "outcome": ("success", "failure", "error", "denied"),
-}
-REQUIRED = ("event_id", "time", "agent_id", "category", "action")
+TEXT_FIELDS = ("agent_id", *OPTIONAL_TEXT_FIELDS)  # agent_id is the required one
 ASSIGNED = ("writer_id", "seq", "observed_time", "prev_hash", "leaf_hash", "hash")
 
 VALID: dict[str, Any] = {

@@ -1,0 +1,8 @@
+"""Shared test setup: tests may import the helper modules beside this file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
