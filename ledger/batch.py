@@ -36,12 +36,6 @@ _ACTION = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
 _TEXT_KINDS = (Kind.ID, Kind.TEXT, Kind.ACTION, Kind.ENUM, Kind.HEX)
 _LIST_FIELDS = tuple(f.name for f in CLIENT_FIELDS if f.kind is Kind.TEXT_LIST)
 _ENUM_SETS = {name: pa.array(values) for name, values in ENUMS.items()}
-_EMPTY_LISTS = pa.list_(pa.null())  # what Arrow infers when every list is empty
-_INFERRED = tuple(
-    (f.name, SEGMENT_SCHEMA.field(f.name).type)
-    for f in CLIENT_FIELDS
-    if f.kind in (Kind.INT, Kind.TEXT_LIST)
-)
 
 
 @dataclass(frozen=True)
@@ -102,6 +96,14 @@ def _fast_check(records: Sequence[object], attrs_is_text: bool) -> CheckedBatch 
         return None
     attrs_texts: list[str | None] = []
     for record in dicts:
+        # Arrow would quietly truncate 1.5 to 1 and split "ab" into ["a", "b"]: check these here.
+        count = record.get("bytes")
+        if count is not None and count.__class__ is not int:
+            return None
+        for name in _LIST_FIELDS:
+            items = record.get(name)
+            if items is not None and items.__class__ is not list:
+                return None
         attrs = record.get("attrs")
         if attrs is None:
             attrs_texts.append(None)
@@ -114,11 +116,6 @@ def _fast_check(records: Sequence[object], attrs_is_text: bool) -> CheckedBatch 
             attrs_texts.append(text)
     try:
         struct = pa.array(dicts, type=_STRUCT)
-        # Arrow would quietly truncate 1.5 to 1 and split "ab" into ["a", "b"]: infer these alone.
-        for name, wanted in _INFERRED:
-            inferred = pa.array([r.get(name) for r in dicts]).type
-            if inferred not in (wanted, pa.null(), _EMPTY_LISTS):
-                return None
     except (pa.ArrowException, TypeError, ValueError, OverflowError):
         return None
     batch = pa.RecordBatch.from_struct_array(struct)
