@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -193,13 +194,25 @@ def _columns_valid(columns: dict[str, pa.Array]) -> bool:
             texts.append(items)
         if not _kind_valid(field.kind, field.name, field.hex_length, present):
             return False
-    return not texts or _text_valid(pa.concat_arrays([t.cast(pa.string()) for t in texts]))
+    return all(_text_valid(t) for t in texts)
 
 
 def _text_valid(values: pa.Array) -> bool:
-    if pc.max(pc.utf8_length(values)).as_py() > MAX_TEXT_LENGTH:
+    """No NUL and no string over the length limit, read straight off the Arrow buffers."""
+    if values.type != pa.string():
+        values = values.cast(pa.string())
+    _, offsets_buffer, data_buffer = values.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[
+        values.offset : values.offset + len(values) + 1
+    ]
+    # Bytes bound characters from above: count characters only when some string is long.
+    too_many_bytes = len(offsets) > 1 and int(np.diff(offsets).max()) > MAX_TEXT_LENGTH
+    if too_many_bytes and pc.max(pc.utf8_length(values)).as_py() > MAX_TEXT_LENGTH:
         return False
-    return not pc.any(pc.match_substring(values, "\x00")).as_py()
+    if data_buffer is None:
+        return True
+    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return not bool((data == 0).any())
 
 
 def _kind_valid(kind: Kind, name: str, hex_length: int, values: pa.Array) -> bool:
