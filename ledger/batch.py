@@ -46,6 +46,7 @@ class CheckedBatch:
     records: Sequence[dict[str, Any]]
     columns: pa.Table
     attrs_is_text: bool  # records hold attrs as canonical text (normalised) rather than objects
+    attrs_texts: list[str | None]  # each record's attrs as canonical text, ready to embed
 
 
 def check_batch(
@@ -133,7 +134,7 @@ def _fast_check(records: Sequence[object], attrs_is_text: bool) -> CheckedBatch 
     table = pa.table(
         [columns[f.name] for f in CLIENT_FIELDS], names=[f.name for f in CLIENT_FIELDS]
     )
-    return CheckedBatch(dicts, table, attrs_is_text)
+    return CheckedBatch(dicts, table, attrs_is_text, attrs_texts)
 
 
 def _attrs_text(attrs: object) -> str | None:

@@ -210,9 +210,9 @@ class WriterLog:
         new_positions, stored = self._new_positions(event_ids)
         first_seq = self._next_seq
         observed_micros = time.time_ns() // 1000
-        new_records = [checked.records[p] for p in new_positions]
         lines, leaves, chained = _chain(
-            new_records,
+            [checked.records[p] for p in new_positions],
+            [checked.attrs_texts[p] for p in new_positions],
             {"writer_id": self.writer_id, "observed_time": format_micros(observed_micros)},
             first_seq,
             self._last_hash,
@@ -397,22 +397,26 @@ def _remove_segment(path: Path) -> None:
 
 def _chain(
     records: Sequence[dict[str, Any]],
+    attrs_texts: Sequence[str | None],
     assigned: dict[str, str],
     first_seq: int,
     prev: bytes,
     attrs_is_text: bool,
 ) -> tuple[list[bytes], list[bytes], list[bytes]]:
-    """Canonical bytes, leaf hashes and chained hashes of new events, in order."""
+    """Canonical bytes, leaf hashes and chained hashes of new events, in order.
+
+    ``attrs`` goes in as the canonical text the batch check already made, not serialised again.
+    """
     lines: list[bytes] = []
     leaves: list[bytes] = []
     chained: list[bytes] = []
     sha256 = hashlib.sha256
     dumps = orjson.dumps
     fragment = orjson.Fragment
-    for seq, record in enumerate(records, start=first_seq):
+    for seq, (record, attrs) in enumerate(zip(records, attrs_texts, strict=True), first_seq):
         row = {**record, **assigned, "seq": seq}
-        if attrs_is_text and "attrs" in row:
-            row["attrs"] = fragment(row["attrs"])
+        if attrs is not None:
+            row["attrs"] = fragment(attrs)
         canonical = dumps(row, option=SERIALISE_OPTIONS)
         if not attrs_is_text and b'":null' in canonical:
             raise TypeError("a null member")  # nulls mean "absent": normalise the batch
