@@ -34,13 +34,11 @@ _VIEWS = {
         "(SELECT * FROM _segments UNION ALL BY NAME SELECT * FROM _unflushed) AS e "
         "JOIN _bounds AS b ON e.writer_id = b.writer_id AND e.seq < b.tree_size"
     ),
-    # One row per event_id. The same event_id reaching the ledger through several writers (client
-    # retries) resolves to its earliest observed copy; writer_id and seq break ties, so every
-    # replica of the same logs picks the same row.
+    # One row per event_id: every copy but the chosen one is listed in _shadowed (built once
+    # per catalog), so filters on events still reach the segment scan.
     "events": (
-        "SELECT * FROM events_raw "
-        "QUALIFY row_number() OVER "
-        "(PARTITION BY event_id ORDER BY observed_time, writer_id, seq) = 1"
+        "SELECT e.* FROM events_raw AS e "
+        "ANTI JOIN _shadowed AS s ON e.writer_id = s.writer_id AND e.seq = s.seq"
     ),
     "writers": (
         "SELECT writer_id, count(*) AS events, min(seq) AS first_seq, max(seq) AS last_seq, "
@@ -141,6 +139,8 @@ def connect(
     )
     connection.register("_checkpoints", checkpoints)
     for name, definition in _VIEWS.items():
+        if name == "events":
+            _create_shadowed(connection, single_writer=len(bounds) <= 1)
         # With every event in view there are no bounds to join.
         text = _CURRENT_EVENTS_RAW if name == "events_raw" and as_of is None else definition
         view = sqlglot.parse_one(text, read="duckdb")
@@ -207,6 +207,32 @@ def _ledger_state(ledger: Ledger) -> tuple[object, ...]:
             except FileNotFoundError:
                 continue
     return (tuple(entries), tuple(ledger.checkpoints.numbers()))
+
+
+# The same event_id reaching the ledger through several writers (client retries) resolves to
+# its earliest observed copy; writer_id and seq break ties, so every replica of the same logs
+# picks the same row. Within one writer log an event_id is never stored twice.
+_SHADOWED = (
+    "SELECT writer_id, seq FROM ("
+    "SELECT writer_id, seq, row_number() OVER "
+    "(PARTITION BY event_id ORDER BY observed_time, writer_id, seq) AS copy "
+    "FROM events_raw WHERE event_id IN "
+    "(SELECT event_id FROM events_raw GROUP BY event_id HAVING count(*) > 1)"
+    ") WHERE copy > 1"
+)
+_NOTHING_SHADOWED = "SELECT writer_id, seq FROM events_raw WHERE false"
+
+
+def _create_shadowed(connection: duckdb.DuckDBPyConnection, single_writer: bool) -> None:
+    """Materialise the copies the ``events`` view leaves out (none with one writer log)."""
+    query = sqlglot.parse_one(_NOTHING_SHADOWED if single_writer else _SHADOWED, read="duckdb")
+    create = sqlglot.exp.Create(
+        this=sqlglot.exp.to_table("_shadowed"),
+        kind="TABLE",
+        expression=query,
+        properties=sqlglot.exp.Properties(expressions=[sqlglot.exp.TemporaryProperty()]),
+    )
+    connection.execute(create.sql("duckdb"))
 
 
 def _empty() -> pa.Table:
