@@ -14,10 +14,9 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .hashing import ZERO_HASH, chain_hash, leaf_hash
-from .segments import SegmentFile, list_segments, rows_to_table
+from .segments import SegmentFile, hash_at, list_segments, rows_to_table
 from .wal import WalFrame, WalScan, scan_wal
 
 __all__ = [
@@ -173,12 +172,7 @@ def wal_tail(layout: WriterLayout) -> pa.Table | None:
 
 def hash_before(segments: Sequence[SegmentFile], seq: int) -> bytes:
     """The chained hash of the event just before ``seq`` (zero hash at the start)."""
-    for segment in segments:
-        if segment.first_seq <= seq - 1 <= segment.last_seq:
-            table = pq.read_table(segment.path, columns=["hash"])
-            value: bytes = table.column("hash")[seq - 1 - segment.first_seq].as_py()
-            return value
-    return ZERO_HASH
+    return (hash_at(segments, seq - 1) if seq else None) or ZERO_HASH
 
 
 _JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]]')

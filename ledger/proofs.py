@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .canonical import format_micros
 from .checkpoints import CheckpointStore, LedgerCheckpoint, WriterState
@@ -22,7 +21,7 @@ from .merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from .segments import SegmentFile
+from .segments import read_rows
 from .tree import WriterTree, open_writer_tree
 from .writer import WriterLog
 
@@ -166,8 +165,12 @@ def _locate(layouts: Sequence[WriterLayout], event_id: str) -> tuple[str, int, b
     rows: list[dict[str, Any]] = []
     for layout in layouts:
         for segment in segments_in_force(layout)[0]:
-            for row in find_rows(segment, event_id):
-                rows += _read_row(segment, row, event_id, layout.writer_id)
+            stored = read_rows(segment, find_rows(segment, event_id), _ROW_COLUMNS)
+            rows += [
+                {**r, "writer_id": layout.writer_id, "seq": segment.first_seq + row}
+                for row, r in stored.items()
+                if r["event_id"] == event_id  # the index only points; the segment decides
+            ]
         tail = wal_tail(layout)
         if tail is not None:
             rows += tail.filter(pc.field("event_id") == event_id).select(_COLUMNS).to_pylist()
@@ -177,27 +180,5 @@ def _locate(layouts: Sequence[WriterLayout], event_id: str) -> tuple[str, int, b
     return best["writer_id"], best["seq"], bytes(best["leaf_hash"])
 
 
-_ROW_COLUMNS = ["event_id", "observed_time", "leaf_hash"]
-
-
-def _read_row(
-    segment: SegmentFile, row: int, event_id: str, writer_id: str
-) -> list[dict[str, Any]]:
-    """One row of a segment, if it really holds ``event_id`` (the index is only a pointer)."""
-    parquet = pq.ParquetFile(segment.path)
-    first = 0
-    for group in range(parquet.num_row_groups):
-        count = parquet.metadata.row_group(group).num_rows
-        if row < first + count:
-            table = parquet.read_row_group(group, columns=_ROW_COLUMNS)
-            found = table.slice(row - first, 1).to_pylist()
-            return [
-                {**r, "writer_id": writer_id, "seq": segment.first_seq + row}
-                for r in found
-                if r["event_id"] == event_id
-            ]
-        first += count
-    return []
-
-
 _COLUMNS = ["writer_id", "seq", "leaf_hash", "observed_time"]
+_ROW_COLUMNS = ["event_id", "observed_time", "leaf_hash"]

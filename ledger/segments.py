@@ -18,7 +18,9 @@ from .schema import CLIENT_FIELDS, HASH_COLUMNS, SEGMENT_SCHEMA, Kind
 __all__ = [
     "STATISTICS_COLUMNS",
     "SegmentFile",
+    "hash_at",
     "list_segments",
+    "read_rows",
     "read_segment",
     "rows_to_table",
     "segment_name",
@@ -118,3 +120,33 @@ def write_segment(directory: Path, table: pa.Table, first_seq: int) -> SegmentFi
 def read_segment(segment: SegmentFile, columns: Sequence[str] | None = None) -> pa.Table:
     """Read a segment (optionally only some columns)."""
     return pq.read_table(segment.path, columns=list(columns) if columns else None)
+
+
+def read_rows(
+    segment: SegmentFile, rows: Sequence[int], columns: Sequence[str]
+) -> dict[int, dict[str, Any]]:
+    """Some rows of a segment by position, reading only the row groups that hold them."""
+    if not rows:
+        return {}
+    parquet = pq.ParquetFile(segment.path)
+    wanted = sorted(set(rows))
+    found: dict[int, dict[str, Any]] = {}
+    first = 0
+    for group in range(parquet.num_row_groups):
+        count = parquet.metadata.row_group(group).num_rows
+        here = [row for row in wanted if first <= row < first + count]
+        if here:
+            table = parquet.read_row_group(group, columns=list(columns))
+            picked = table.take(pa.array([row - first for row in here])).to_pylist()
+            found.update(zip(here, picked, strict=True))
+        first += count
+    return found
+
+
+def hash_at(segments: Sequence[SegmentFile], seq: int) -> bytes | None:
+    """The stored chained hash of ``seq`` (one row group read), or None if no segment has it."""
+    for segment in segments:
+        if segment.first_seq <= seq <= segment.last_seq:
+            row = read_rows(segment, [seq - segment.first_seq], ["hash"])
+            return bytes(row[seq - segment.first_seq]["hash"]) if row else None
+    return None

@@ -23,7 +23,7 @@ from .durable import fsync_dir, fsync_file, write_atomically
 from .errors import LedgerError
 from .layout import WriterLayout, segments_in_force, try_lock, wal_tail
 from .report import IntegrityProblem
-from .segments import SegmentFile, read_segment, write_segment
+from .segments import SegmentFile, hash_at, read_segment, write_segment
 from .writer import WriterLog
 
 __all__ = ["Equivocation", "SyncReport", "recorded_equivocations", "sync_writer_logs"]
@@ -74,8 +74,13 @@ class _Log:
         return self.segments[-1].last_seq + 1 if self.segments else 0
 
     def hash_at(self, seq: int) -> bytes:
-        for table in self._tables_covering(seq, seq + 1):
-            return bytes(table.column("hash")[0].as_py())
+        stored = hash_at(self.segments, seq)  # one row group, not the whole segment
+        if stored is not None:
+            return stored
+        if self.tail is not None and self.tail.num_rows:
+            first = int(self.tail.column("seq")[0].as_py())
+            if 0 <= seq - first < self.tail.num_rows:
+                return bytes(self.tail.column("hash")[seq - first].as_py())
         raise LedgerError(f"writer log {self.layout.writer_id} has no seq {seq}")
 
     def rows(self, start: int, stop: int) -> list[pa.Table]:

@@ -20,7 +20,7 @@ from .durable import write_atomically
 from .hashing import leaf_hash
 from .layout import WriterLayout, segments_in_force, unflushed_frames
 from .merkle import HASH_SIZE, NodeID, NodeReader, NodeRun, TreeBuilder
-from .segments import SegmentFile
+from .segments import SegmentFile, hash_at
 
 __all__ = ["TreeStore", "WriterTree", "open_writer_tree"]
 
@@ -170,7 +170,7 @@ def open_writer_tree(layout: WriterLayout, rebuild: bool = False) -> WriterTree:
             builder = TreeBuilder.resume(store.size, store)
             for leaves in _segment_leaves(segments, store.size):
                 store.append_runs(builder.extend(leaves))
-            _write_anchor(store, flushed, _chained_hash(segments, flushed - 1))
+            _write_anchor(store, flushed, hash_at(segments, flushed - 1) or b"")
         stored_size = store.size
     builder = TreeBuilder.resume(stored_size, store)
     memory = _TailNodes()
@@ -197,21 +197,11 @@ def _anchored(store: TreeStore, segments: Sequence[SegmentFile], flushed: int) -
         return False
     if anchor.get("size") != size:
         return False
-    return bool(_chained_hash(segments, size - 1).hex() == anchor.get("hash"))
+    return bool((hash_at(segments, size - 1) or b"").hex() == anchor.get("hash"))
 
 
 def _write_anchor(store: TreeStore, size: int, chained: bytes) -> None:
     write_atomically(store.directory / _ANCHOR, orjson.dumps({"size": size, "hash": chained.hex()}))
-
-
-def _chained_hash(segments: Sequence[SegmentFile], seq: int) -> bytes:
-    for segment in segments:
-        if segment.first_seq <= seq <= segment.last_seq:
-            column = pq.read_table(segment.path, columns=["hash"]).column("hash")
-            position = seq - segment.first_seq
-            if position < len(column):
-                return bytes(column[position].as_py())
-    return b""
 
 
 def _segment_leaves(segments: Sequence[SegmentFile], start: int) -> Iterator[list[bytes]]:

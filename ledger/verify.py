@@ -35,7 +35,7 @@ from .layout import WriterLayout, read_head, scan_wal_files, segments_in_force, 
 from .note import Verifier
 from .report import IntegrityProblem, VerifyReport, WriterSummary
 from .schema import SEGMENT_SCHEMA
-from .segments import SegmentFile
+from .segments import SegmentFile, hash_at
 from .verify_checkpoints import RootRecorder, check_checkpoints, checkpointed_sizes
 
 __all__ = ["IntegrityProblem", "VerifyReport", "WriterSummary", "check_segment", "verify_ledger"]
@@ -588,15 +588,7 @@ def _check_head(
 
 
 def _hash_at(segments: Sequence[SegmentFile], seq: int) -> bytes | None:
-    for segment in segments:
-        if segment.first_seq <= seq <= segment.last_seq:
-            try:
-                table = pq.read_table(segment.path, columns=["hash"])
-            except (OSError, pa.ArrowException):
-                return None  # already reported as unreadable
-            position = seq - segment.first_seq
-            value: bytes | None = (
-                table.column("hash")[position].as_py() if position < len(table) else None
-            )
-            return value
-    return None
+    try:
+        return hash_at(segments, seq)
+    except (OSError, pa.ArrowException):
+        return None  # already reported as unreadable

@@ -19,7 +19,6 @@ from typing import Any
 import orjson
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .batch import SERIALISE_OPTIONS, CheckedBatch, check_batch, normalise
 from .canonical import format_micros
@@ -27,11 +26,11 @@ from .durable import fsync_dir, write_atomically
 from .errors import CorruptLedgerError, LedgerError, WriterBusyError
 from .hashing import ZERO_HASH
 from .idindex import IdIndex, id_keys
-from .idlookup import index_path
+from .idlookup import find_rows, index_path
 from .layout import WriterLayout, new_writer_id, scan_wal_files, table_from_lines, try_lock
 from .receipts import Receipts
 from .schema import SEGMENT_SCHEMA
-from .segments import SegmentFile, list_segments, read_segment, write_segment
+from .segments import SegmentFile, list_segments, read_rows, read_segment, write_segment
 from .wal import WriteAheadLog
 
 __all__ = ["WriterLog"]
@@ -157,19 +156,16 @@ class WriterLog:
     def _last_segment_hash(self) -> bytes:
         last = self._segments[-1]
         try:
-            parquet = pq.ParquetFile(last.path)
-            group = parquet.read_row_group(parquet.num_row_groups - 1, columns=["seq", "hash"])
+            row = read_rows(last, [last.rows - 1], ["seq", "hash"]).get(last.rows - 1)
         except (OSError, pa.ArrowException) as err:
             raise CorruptLedgerError(
                 f"writer log {self.writer_id}: cannot read {last.path.name}: {err}"
             ) from err
-        seqs = group.column("seq").to_pylist()
-        if not seqs or seqs[-1] != last.last_seq:
+        if row is None or row["seq"] != last.last_seq:
             raise CorruptLedgerError(
                 f"writer log {self.writer_id}: {last.path.name} does not end at seq {last.last_seq}"
             )
-        value: bytes = group.column("hash")[-1].as_py()
-        return value
+        return bytes(row["hash"])
 
     def _finish_compaction(self) -> None:
         journal = self.layout.compaction_journal
@@ -290,13 +286,17 @@ class WriterLog:
         return index
 
     def _lookup_flushed(self, event_ids: list[str]) -> dict[str, Stored]:
-        frame = (
-            pl.scan_parquet([str(s.path) for s in self._segments])
-            .filter(pl.col("event_id").is_in(event_ids))
-            .select("event_id", "seq", "hash")
-            .collect()
-        )
-        return {row[0]: (row[1], row[2]) for row in frame.iter_rows()}
+        """Confirm candidate event_ids through each segment's event_id index."""
+        found: dict[str, Stored] = {}
+        for segment in self._segments:
+            for event_id in event_ids:
+                rows = read_rows(segment, find_rows(segment, event_id), ["event_id", "seq", "hash"])
+                found.update(
+                    (r["event_id"], (r["seq"], r["hash"]))
+                    for r in rows.values()
+                    if r["event_id"] == event_id
+                )
+        return found
 
     # -- flushing -----------------------------------------------------------------------------
 
