@@ -310,36 +310,17 @@ class Session:
         caused_by: str | None = None,
     ) -> Event:
         """An action performed with the session's credential, exercising one scope."""
-        event_id, time_text, span_id = self.ids.stamp(t)
         credential = self.credential
-        event: Event = {
-            "event_id": event_id,
-            "time": time_text,
-            "agent_id": self.agent_id,
-            "category": category,
-            "action": action,
-            "session_id": self.session_id,
-            "task_id": self.task_id,
-            "trace_id": self.trace_id,
-            "span_id": span_id,
-            "parent_span_id": self.root_span,
-            "caused_by": caused_by or self.last,
-            "on_behalf_of": self.on_behalf_of,
-            "principal": self.principal,
-            "credential_id": credential.credential_id,
-            "credential_scopes": credential.scopes,
-            "credential_expires_at": credential.expires_text,
-            "scope_used": scope,
-        }
-        if event["caused_by"] is None:
-            del event["caused_by"]
-        if self.on_behalf_of is None:
-            del event["on_behalf_of"]
+        event = self._base(t, category, action, caused_by or self.last)
+        event["principal"] = self.principal
+        event["credential_id"] = credential.credential_id
+        event["credential_scopes"] = credential.scopes
+        event["credential_expires_at"] = credential.expires_text
+        event["scope_used"] = scope
         event.update(fields)
         event["outcome"] = outcome
         if error is not None:
             event["error"] = error
-        self.last = event_id
         return event
 
     def approval(self, t: int, action: str, approval_for: str, approver: str, reason: str) -> Event:
