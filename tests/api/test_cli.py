@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -22,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ledger_helpers import tree_digest as snapshot
 from pyarrow import ipc
 from typer.testing import CliRunner, Result
 
@@ -71,15 +71,6 @@ def one_json(result: Result) -> dict[str, Any]:
     value = json.loads(result.stdout)
     assert isinstance(value, dict)
     return value
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file under ``root`` with the SHA-256 of its bytes (directories as markers)."""
-    found: dict[str, str] = {}
-    for path in sorted(root.rglob("*")):
-        key = str(path.relative_to(root))
-        found[key] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "<dir>"
-    return found
 
 
 def count(ledger: Path, view: str = "events") -> int:

@@ -19,10 +19,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ledger_helpers import canonical_of
 from typer.testing import CliRunner, Result
 
 from api.cli import app
-from ledger.canonical import canonical_event_bytes, parse_timestamp
 from ledger.hashing import chain_hash, leaf_hash
 from ledger.merkle import root_from_leaves, verify_inclusion
 from ledger.note import Signer, Verifier, key_id, open_checkpoint, open_note
@@ -312,15 +312,6 @@ def test_sql_as_of_an_unknown_checkpoint_exits_1(
 
 
 # -- sync ----------------------------------------------------------------------------------------
-
-
-def canonical_of(row: dict[str, Any]) -> bytes:
-    fields = {}
-    for name, value in row.items():
-        if name in ("prev_hash", "leaf_hash", "hash") or value is None:
-            continue
-        fields[name] = parse_timestamp(value) if isinstance(value, datetime) else value
-    return canonical_event_bytes(fields)
 
 
 def test_sync_merges_and_reports(loaded: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ import shutil
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ledger_helpers import canonical_of, unique_events
 
 import ledger.tree
 from ledger import LedgerError, ProofError
-from ledger.canonical import canonical_event_bytes, parse_timestamp
 from ledger.checkpoints import CheckpointStore, LedgerCheckpoint
 from ledger.hashing import chain_hash, leaf_hash
 from ledger.keys import key_name
@@ -50,25 +49,12 @@ from ledger.tree import TreeStore
 from ledger.verify import verify_ledger
 from ledger.writer import WriterLog
 from query import Ledger
-from sample_data import SimulationConfig, iter_events
 
 LEDGER_ID = "ledger-a"
 BATCHES = (400, 400, 400)  # the main writer log: one segment and one checkpoint per batch
 BYSTANDER_EVENTS = 150
 SHARED_WITH_BYSTANDER = 5  # event_ids of the main log's first batch the bystander also stores
 RFC3339_MICROS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
-
-
-def unique_events(count: int, seed: int) -> list[dict[str, Any]]:
-    """Simulated agent activity, client retries (repeated event_ids) left out."""
-    seen: set[str] = set()
-    found = []
-    for event in iter_events(SimulationConfig(events=count + count // 10 + 20, seed=seed)):
-        if event["event_id"] not in seen:
-            seen.add(event["event_id"])
-            found.append(event)
-    assert len(found) >= count
-    return found[:count]
 
 
 # -- reading a ledger from the outside -----------------------------------------------------------
@@ -617,16 +603,6 @@ def test_tree_files_are_derived_data_rebuilt_when_damaged(
 
 
 # -- rollback and fork: each detected by verify, refused by checkpoint ---------------------------
-
-
-def canonical_of(row: dict[str, Any]) -> bytes:
-    """An event's canonical bytes rebuilt from its stored columns (as a forger would)."""
-    fields = {}
-    for name, value in row.items():
-        if name in ("prev_hash", "leaf_hash", "hash") or value is None:
-            continue
-        fields[name] = parse_timestamp(value) if isinstance(value, datetime) else value
-    return canonical_event_bytes(fields)
 
 
 def write_head(built: Built, seq: int, digest: bytes) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from ledger_helpers import tree_digest
 
 import ledger
 from ledger import Ledger, ValidationError
@@ -154,14 +155,6 @@ def segment_rows(root: Path) -> dict[str, tuple[str, int, str]]:
                 assert event_id not in rows, f"{event_id} stored twice"
                 rows[event_id] = (writer_id, seq, digest.hex())
     return rows
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """Every file and directory under root, with a hash of each file's bytes."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "/"
-        for p in sorted(root.rglob("*"))
-    }
 
 
 # -- recovery after a crash -----------------------------------------------------------------------

@@ -12,7 +12,6 @@ import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from itertools import permutations
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ledger_helpers import canonical_of, unique_events
 
 from ledger import LedgerError
-from ledger.canonical import canonical_event_bytes, parse_timestamp
 from ledger.hashing import chain_hash, leaf_hash
 from ledger.layout import WriterLayout
 from ledger.merkle import root_from_leaves
@@ -31,22 +30,9 @@ from ledger.schema import SEGMENT_SCHEMA
 from ledger.sync import SyncReport
 from ledger.writer import WriterLog
 from query import Ledger
-from sample_data import SimulationConfig, iter_events
 
 EVENTS_QUERY = "select event_id, writer_id, seq, hash from events order by event_id"
 NAMES = ("A", "B", "C")
-
-
-def unique_events(count: int, seed: int) -> list[dict[str, Any]]:
-    """Simulated agent activity without repeated event_ids."""
-    seen: set[str] = set()
-    found = []
-    for event in iter_events(SimulationConfig(events=count + count // 10 + 20, seed=seed)):
-        if event["event_id"] not in seen:
-            seen.add(event["event_id"])
-            found.append(event)
-    assert len(found) >= count
-    return found[:count]
 
 
 @dataclass(frozen=True)
@@ -276,15 +262,6 @@ def test_sync_copies_events_still_in_the_source_wal(sources: Sources, tmp_path: 
 
 
 # -- equivocation --------------------------------------------------------------------------------
-
-
-def canonical_of(row: dict[str, Any]) -> bytes:
-    fields = {}
-    for name, value in row.items():
-        if name in ("prev_hash", "leaf_hash", "hash") or value is None:
-            continue
-        fields[name] = parse_timestamp(value) if isinstance(value, datetime) else value
-    return canonical_event_bytes(fields)
 
 
 def equivocate(root: Path, writer_id: str, row: int) -> tuple[int, bytes]:

@@ -1,0 +1,41 @@
+"""Helpers several test modules share: simulated events, forged rows, file-tree digests."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ledger.canonical import canonical_event_bytes, parse_timestamp
+from sample_data import SimulationConfig, iter_events
+
+
+def unique_events(count: int, seed: int) -> list[dict[str, Any]]:
+    """Simulated agent activity, client retries (repeated event_ids) left out."""
+    seen: set[str] = set()
+    found = []
+    for event in iter_events(SimulationConfig(events=count + count // 10 + 20, seed=seed)):
+        if event["event_id"] not in seen:
+            seen.add(event["event_id"])
+            found.append(event)
+    assert len(found) >= count
+    return found[:count]
+
+
+def canonical_of(row: dict[str, Any]) -> bytes:
+    """An event's canonical bytes rebuilt from its stored columns (as a forger would)."""
+    fields = {}
+    for name, value in row.items():
+        if name in ("prev_hash", "leaf_hash", "hash") or value is None:
+            continue
+        fields[name] = parse_timestamp(value) if isinstance(value, datetime) else value
+    return canonical_event_bytes(fields)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file and directory under ``root``: a SHA-256 of each file's bytes, "/" for dirs."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "/"
+        for p in sorted(root.rglob("*"))
+    }
