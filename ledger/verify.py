@@ -548,8 +548,6 @@ def _has_live_appender(layout: WriterLayout) -> bool:
     fd = try_lock(layout.lock)
     if fd is None:
         return True
-    import os
-
     os.close(fd)
     return False
 

@@ -24,7 +24,7 @@ from .layout import WriterLayout
 from .merkle import EMPTY_ROOT, TreeBuilder, consistency_proof, verify_consistency
 from .note import Verifier, open_note
 from .report import IntegrityProblem
-from .tree import open_writer_tree
+from .tree import WriterTree, open_writer_tree
 
 __all__ = ["RootRecorder", "check_checkpoints", "checkpointed_sizes"]
 
@@ -95,7 +95,7 @@ def check_checkpoints(
     """Every problem with the checkpoints, given each writer log's recomputed roots."""
     problems: list[IntegrityProblem] = []
     previous: LedgerCheckpoint | None = None
-    by_id = {layout.writer_id: layout for layout in layouts}
+    trees = _Trees(layouts)
     for expected, number in enumerate(store.numbers(), start=1):
         where = f"checkpoints/{number:012d}"
         if number != expected:
@@ -123,7 +123,7 @@ def check_checkpoints(
                     where,
                 )
             )
-        problems.extend(_check_writers(store, verifiers, checkpoint, previous, recorders, by_id))
+        problems.extend(_check_writers(store, verifiers, checkpoint, previous, recorders, trees))
         previous = checkpoint
     return problems
 
@@ -134,7 +134,7 @@ def _check_writers(
     checkpoint: LedgerCheckpoint,
     previous: LedgerCheckpoint | None,
     recorders: dict[str, RootRecorder],
-    layouts: dict[str, WriterLayout],
+    trees: _Trees,
 ) -> list[IntegrityProblem]:
     problems: list[IntegrityProblem] = []
     number = checkpoint.number
@@ -174,9 +174,9 @@ def _check_writers(
                 )
             )
         problems.extend(_check_root(writer_id, number, state.tree_size, state.root, recorders))
-        if old is not None and 0 < old.tree_size < state.tree_size and writer_id in layouts:
+        if old is not None and 0 < old.tree_size < state.tree_size and writer_id in trees:
             problems.extend(
-                _check_consistency(layouts[writer_id], number, old, state.tree_size, state.root)
+                _check_consistency(trees, writer_id, number, old, state.tree_size, state.root)
             )
     return problems
 
@@ -216,17 +216,34 @@ def _check_root(
     return []
 
 
+class _Trees:
+    """Each writer log's stored tree, opened once per verification however many checkpoints."""
+
+    def __init__(self, layouts: Iterable[WriterLayout]) -> None:
+        self._layouts = {layout.writer_id: layout for layout in layouts}
+        self._opened: dict[str, WriterTree] = {}
+
+    def __contains__(self, writer_id: str) -> bool:
+        return writer_id in self._layouts
+
+    def get(self, writer_id: str) -> WriterTree:
+        tree = self._opened.get(writer_id)
+        if tree is None:
+            tree = self._opened[writer_id] = open_writer_tree(self._layouts[writer_id])
+        return tree
+
+
 def _check_consistency(
-    layout: WriterLayout, number: int, old: WriterState, size2: int, root2: bytes
+    trees: _Trees, writer_id: str, number: int, old: WriterState, size2: int, root2: bytes
 ) -> list[IntegrityProblem]:
     try:
-        tree = open_writer_tree(layout)
+        tree = trees.get(writer_id)
         proof = consistency_proof(old.tree_size, size2, tree.reader)
         verify_consistency(old.tree_size, size2, proof, old.root, root2)
     except (ProofError, LookupError, ValueError) as err:
         return [
             IntegrityProblem(
-                layout.writer_id,
+                writer_id,
                 "checkpoint-inconsistent",
                 f"no valid consistency proof from size {old.tree_size} to checkpoint {number}'s "
                 f"size {size2}: {err}",

@@ -201,9 +201,7 @@ def _ledger_state(ledger: Ledger) -> tuple[object, ...]:
         for directory in (layout.segments, layout.wal_dir):
             try:
                 with os.scandir(directory) as found:
-                    entries += sorted(
-                        (e.path, e.stat().st_size, e.stat().st_mtime_ns) for e in found
-                    )
+                    entries += sorted((e.path, *_size_and_mtime(e)) for e in found)
             except FileNotFoundError:
                 continue
     return (tuple(entries), tuple(ledger.checkpoints.numbers()))
@@ -233,6 +231,11 @@ def _create_shadowed(connection: duckdb.DuckDBPyConnection, single_writer: bool)
         properties=sqlglot.exp.Properties(expressions=[sqlglot.exp.TemporaryProperty()]),
     )
     connection.execute(create.sql("duckdb"))
+
+
+def _size_and_mtime(entry: os.DirEntry[str]) -> tuple[int, int]:
+    status = entry.stat()
+    return status.st_size, status.st_mtime_ns
 
 
 def _empty() -> pa.Table:
