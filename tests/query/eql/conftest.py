@@ -1,0 +1,10 @@
+"""EQL tests import the independent reference matcher (``reference.py``) that sits beside them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
