@@ -24,6 +24,8 @@ from es_missing_events import (
     load_events,
 )
 from reference import Sequence, Step, match_sequences, time_micros
+from sequence_cases import CASES as SEQUENCE_CASES
+from sequence_cases import SeqCase
 
 CASES = load_cases()
 EVENTS = load_events()
@@ -145,3 +147,9 @@ def test_translator_reads_by_runs_missing_and_pipes() -> None:
 )
 def test_reference_reads_the_time_formats(value: Any, micros: int) -> None:
     assert time_micros(value) == micros
+
+
+@pytest.mark.parametrize("case", SEQUENCE_CASES, ids=[case.name for case in SEQUENCE_CASES])
+def test_reference_agrees_with_hand_worked_cases(case: SeqCase) -> None:
+    found = match_sequences(case.spec, case.records, tiebreaker=case.tiebreaker)
+    assert found == case.expected
