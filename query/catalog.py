@@ -3,12 +3,17 @@
 The user's connection never touches the file system: segments are handed to DuckDB as a pyarrow
 dataset (column and predicate pushdown still apply), acknowledged-but-unflushed events as an
 Arrow table, and external access is then switched off and the configuration locked.
+
+Each segment's fragment carries the value ranges of its footer statistics as a guarantee, so a
+filter on time, seq, observed_time or event_id skips a segment without opening it; pyarrow
+would otherwise read every footer on every query.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,11 +22,14 @@ from datetime import datetime
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs
+import pyarrow.parquet as pq
 import sqlglot
 
 from ledger import Ledger, LedgerError
 from ledger.layout import segments_in_force
 from ledger.schema import SEGMENT_SCHEMA
+from ledger.segments import STATISTICS_COLUMNS, SegmentFile
 
 __all__ = ["VIEW_NAMES", "VIEW_TYPES", "CatalogLimits", "catalog", "connect"]
 
@@ -129,9 +137,7 @@ def connect(
     connection = duckdb.connect(
         config={"threads": limits.threads, "memory_limit": limits.memory_limit}
     )
-    files = [str(s.path) for s in segments]
-    dataset = ds.dataset(files, format="parquet", schema=SEGMENT_SCHEMA) if files else None
-    connection.register("_segments", dataset if dataset is not None else _empty())
+    connection.register("_segments", _segments_dataset(segments) if segments else _empty())
     connection.register("_unflushed", unflushed)
     connection.register(
         "_bounds",
@@ -231,6 +237,85 @@ def _create_shadowed(connection: duckdb.DuckDBPyConnection, single_writer: bool)
         properties=sqlglot.exp.Properties(expressions=[sqlglot.exp.TemporaryProperty()]),
     )
     connection.execute(create.sql("duckdb"))
+
+
+_PARQUET = ds.ParquetFileFormat()
+_LOCAL = pyarrow.fs.LocalFileSystem()
+# Segments never change once renamed into place; a file's identity below also changes if one is
+# replaced, so a cached fragment is never used for other bytes.
+_FRAGMENTS: OrderedDict[tuple[str, int, int, int], ds.ParquetFileFragment] = OrderedDict()
+_FRAGMENTS_LOCK = threading.Lock()
+_FRAGMENTS_SIZE = 65536
+
+
+def _segments_dataset(segments: list[SegmentFile]) -> ds.FileSystemDataset:
+    """The segments as one dataset whose fragments know their column ranges."""
+    fragments = [_fragment(str(segment.path)) for segment in segments]
+    return ds.FileSystemDataset(fragments, SEGMENT_SCHEMA, _PARQUET, _LOCAL)
+
+
+def _fragment(path: str) -> ds.ParquetFileFragment:
+    """A segment's fragment, its footer read once per file rather than once per catalog."""
+    status = os.stat(path)
+    identity = (path, status.st_ino, status.st_size, status.st_mtime_ns)
+    with _FRAGMENTS_LOCK:
+        fragment = _FRAGMENTS.get(identity)
+        if fragment is not None:
+            _FRAGMENTS.move_to_end(identity)
+            return fragment
+    fragment = _PARQUET.make_fragment(path, _LOCAL, partition_expression=_column_ranges(path))
+    with _FRAGMENTS_LOCK:
+        _FRAGMENTS[identity] = fragment
+        while len(_FRAGMENTS) > _FRAGMENTS_SIZE:
+            _FRAGMENTS.popitem(last=False)
+    return fragment
+
+
+def _column_ranges(path: str) -> ds.Expression | None:
+    """What every row of a segment satisfies: min <= column <= max, from its footer statistics.
+
+    The same statistics already let the scan skip row groups (and verify checks them), so a
+    guarantee built from them hides nothing a row-group skip would not.
+    """
+    try:
+        metadata = pq.read_metadata(path)
+    except (OSError, pa.ArrowException):
+        return None  # the scan reports the damaged file
+    leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    guarantee: ds.Expression | None = None
+    for name in STATISTICS_COLUMNS:
+        if name not in leaves:
+            continue
+        bounds = _bounds(metadata, leaves.index(name))
+        if bounds is None:
+            continue
+        arrow_type = SEGMENT_SCHEMA.field(name).type
+        try:
+            low, high = pa.scalar(bounds[0], arrow_type), pa.scalar(bounds[1], arrow_type)
+        except (pa.ArrowException, TypeError, ValueError):
+            continue
+        in_range = (ds.field(name) >= low) & (ds.field(name) <= high)
+        guarantee = in_range if guarantee is None else guarantee & in_range
+    return guarantee
+
+
+def _bounds(metadata: pq.FileMetaData, column: int) -> tuple[object, object] | None:
+    """A column's range over all row groups; None unless each group states one, null-free."""
+    lows, highs = [], []
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(column).statistics
+        if (
+            statistics is None
+            or not statistics.has_min_max
+            or not statistics.has_null_count
+            or statistics.null_count != 0
+        ):
+            return None
+        lows.append(statistics.min)
+        highs.append(statistics.max)
+    if not lows:
+        return None
+    return min(lows), max(highs)
 
 
 def _size_and_mtime(entry: os.DirEntry[str]) -> tuple[int, int]:
