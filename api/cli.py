@@ -36,7 +36,13 @@ from ledger.checkpoints import LedgerCheckpoint
 from ledger.inputs import FORMATS, read_chunks, spool_stdin
 from ledger.schedule import CheckpointSchedule
 from query import Ledger, QueryError, run_sql
+from query.catalog import catalog
+from query.eql import EqlResult, EventSource, ledger_source, load_file
+from query.eql import explain as explain_eql
+from query.eql import parse as parse_eql
+from query.eql.engine import execute as execute_eql
 
+from .eql_output import EQL_FORMATS, print_eql
 from .output import TABLE_FORMATS, print_records, print_table, write_batches
 
 __all__ = ["app", "main"]
@@ -285,6 +291,63 @@ def sql(
         print_table(result.table, console)
     if result.truncated:
         errors.print(f"[yellow]note:[/] output truncated at {max_rows:,} rows (--max-rows)")
+
+
+@app.command()
+def eql(
+    query: Annotated[str, typer.Argument(help="One EQL query (event, sequence, sample or join).")],
+    ledger: LedgerOption = None,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help=f"Output: {', '.join(EQL_FORMATS)}.")
+    ] = "table",
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Print the generated SQL instead of running it.")
+    ] = False,
+    dialect: Annotated[
+        str, typer.Option(help="SQL dialect --explain prints (duckdb, spark, ...).")
+    ] = "duckdb",
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", help="Query a JSONL, JSON, Parquet or CSV file, not the ledger."),
+    ] = None,
+    category_field: Annotated[
+        str, typer.Option(help="With --input: the event category field.")
+    ] = "category",
+    time_field: Annotated[str, typer.Option(help="With --input: the timestamp field.")] = "time",
+    tiebreaker: Annotated[
+        str | None, typer.Option(help="With --input: the field that orders equal times.")
+    ] = None,
+    max_rows: Annotated[int, typer.Option(help="Result limit; truncation is reported.")] = 10_000,
+    max_samples_per_key: Annotated[int, typer.Option(help="Samples per join key.")] = 1,
+    timeout: Annotated[float, typer.Option(help="Seconds before the query is interrupted.")] = 60.0,
+    as_of: Annotated[
+        int | None, typer.Option("--as-of", help="Answer as of signed ledger checkpoint N.")
+    ] = None,
+) -> None:
+    """Answer an EQL query (docs/eql.md) over the ledger's events, or over a file with --input."""
+    _check_format(format, EQL_FORMATS)
+    parsed = _guarded(lambda: parse_eql(query))
+
+    def run_on(connection: Any, source: EventSource) -> EqlResult | None:
+        if explain:
+            console.print(explain_eql(parsed, source, dialect), highlight=False, soft_wrap=True)
+            return None
+        return execute_eql(connection, source, parsed, max_rows, timeout, max_samples_per_key)
+
+    def run() -> EqlResult | None:
+        if input is not None:
+            connection, source = load_file(input, category_field, time_field, tiebreaker)
+            with connection:
+                return run_on(connection, source)
+        with catalog(Ledger.open(_ledger_path(ledger)), as_of=as_of) as connection:
+            return run_on(connection, ledger_source(connection))
+
+    result = _guarded(run)
+    if result is None:
+        return
+    print_eql(result, format, console)
+    if result.truncated:
+        errors.print(f"[yellow]note:[/] output truncated at {max_rows:,} results (--max-rows)")
 
 
 @app.command(name="checkpoint")
