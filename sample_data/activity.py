@@ -71,9 +71,7 @@ def orchestrator_session(
         intent = _REQUESTS[kind]
         fields = {"target_agent": target.agent_id, "attrs": {"request": intent}}
         event = s.act(t, *DELEGATE, fields)
-        handed = Delegation(
-            event["event_id"], event["span_id"], s.trace_id, s.on_behalf_of or "", intent
-        )
+        handed = Delegation(s.last or "", s.last_span, s.trace_id, s.on_behalf_of or "", intent)
         start = t + 50_000 + int(rnd() * 2 * MICROS_PER_SECOND)
         world.spawn(SESSION_SCRIPTS[kind](world, target, start, handed))
         yield t, event

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .ids import MICROS_PER_HOUR, MICROS_PER_MINUTE
 from .org import Agent, Credential, issue_credential
-from .records import SCENARIOS, Event, Label
+from .records import SCENARIOS, Label
 from .session import MAX_BACKGROUND_SESSION, Delegation, Session, World
 
 __all__ = ["Chain", "ChainInjector", "ChainPlan", "NoAgentAvailableError", "ScenarioSpec"]
@@ -38,9 +38,9 @@ class NoAgentAvailableError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ChainPlan:
-    """A fully built chain: its events in time order and its label."""
+    """A fully built chain: its events (times and JSON lines) in time order and its label."""
 
-    events: list[tuple[int, Event]]
+    events: list[tuple[int, str]]
     label: Label
     agents: tuple[Agent, ...]
 
@@ -54,7 +54,7 @@ class Chain:
         self.injector = injector
         self.now = now
         self.start = start
-        self.steps: list[tuple[int, Event]] = []
+        self.steps: list[tuple[int, str]] = []
         self.key: list[tuple[int, str]] = []
         self.clock: dict[str, int] = {}  # session_id -> time of its latest event so far
         self.agents: list[Agent] = []
@@ -96,28 +96,29 @@ class Chain:
 
     # -- events ------------------------------------------------------------------------------
 
-    def add(self, t: int, event: Event, key: bool = False) -> Event:
-        """Record an event of the chain; key events are the ones its label lists."""
-        session_id = event.get("session_id", "")
-        if t < self.clock.get(session_id, self.start) or t <= self.now:
+    def add(self, t: int, s: Session, line: str, key: bool = False) -> str:
+        """Record the event s just made; key events are the ones the label lists. Return its id."""
+        event_id = s.last
+        assert event_id is not None
+        if t < self.clock.get(s.session_id, self.start) or t <= self.now:
             # Scripts must run forward in time, or caused_by would point into the future.
-            raise ValueError(f"chain event {event['action']} scripted out of time order")
-        self.clock[session_id] = t
-        self.steps.append((t, event))
+            raise ValueError(f"chain event {event_id} scripted out of time order")
+        self.clock[s.session_id] = t
+        self.steps.append((t, line))
         if key:
-            self.key.append((t, event["event_id"]))
-        return event
+            self.key.append((t, event_id))
+        return event_id
 
-    def task(self, s: Session, t: int, intent: str, scopes: list[str]) -> Event:
+    def task(self, s: Session, t: int, intent: str, scopes: list[str]) -> str:
         """Start a task declaring scopes (the benign filler's scope is always declared)."""
         declared = list(scopes)
         if _FILLER_SCOPE not in declared:
             declared.append(_FILLER_SCOPE)
-        return self.add(t, s.start_task(t, intent, declared))
+        return self.add(t, s, s.start_task(t, intent, declared))
 
-    def llm(self, s: Session, t: int, untrusted: bool = False, key: bool = False) -> Event:
+    def llm(self, s: Session, t: int, untrusted: bool = False, key: bool = False) -> str:
         """A model call in the chain."""
-        return self.add(t, s.llm(t, untrusted), key)
+        return self.add(t, s, s.llm(t, untrusted), key)
 
     def act(
         self,
@@ -130,13 +131,13 @@ class Chain:
         outcome: str = "success",
         error: str | None = None,
         caused_by: str | None = None,
-    ) -> Event:
+    ) -> str:
         """An action in the chain: op is (category, action, scope_used)."""
         category, action, scope = op
-        event = s.act(
+        line = s.act(
             t, category, action, scope, fields, outcome=outcome, error=error, caused_by=caused_by
         )
-        return self.add(t, event, key)
+        return self.add(t, s, line, key)
 
     def approval(
         self,
@@ -147,17 +148,16 @@ class Chain:
         *,
         key: bool = False,
         request: bool = True,
-    ) -> Event:
+    ) -> str:
         """A human approves resource (optionally after a request a minute or more earlier)."""
         if request:
             earliest = self.clock.get(s.session_id, self.start) + 1
             asked = max(earliest, t - 60_000_000 - int(self.rnd() * 240_000_000))
             if asked < t:
-                request_event = s.approval(
-                    asked, "approval.request", resource, approver, "by agent"
-                )
-                self.add(asked, request_event)
-        return self.add(t, s.approval(t, "approval.grant", resource, approver, "approved"), key)
+                request_line = s.approval(asked, "approval.request", resource, approver, "by agent")
+                self.add(asked, s, request_line)
+        grant = s.approval(t, "approval.grant", resource, approver, "approved")
+        return self.add(t, s, grant, key)
 
     def fill(self, s: Session, after: int, before: int, count: int) -> None:
         """count benign steps (model calls, knowledge-base look-ups) strictly between two times."""
@@ -168,14 +168,14 @@ class Chain:
         times = sorted(after + 1 + int(self.rnd() * (span - 2)) for _ in range(count))
         for t in times:
             if self.rnd() < 0.5:
-                self.add(t, s.llm(t))
+                self.add(t, s, s.llm(t))
             else:
                 fields = {"tool": "kb_search", "resource": "kb://internal/handbook", "bytes": 1_800}
-                self.add(t, s.act(t, "tool", "kb.search", _FILLER_SCOPE, fields))
+                self.add(t, s, s.act(t, "tool", "kb.search", _FILLER_SCOPE, fields))
 
     def complete(self, s: Session, t: int) -> int:
         """Close the session's task; return the time."""
-        self.add(t, s.complete_task(t))
+        self.add(t, s, s.complete_task(t))
         return t
 
     def minutes(self, low: float, high: float) -> int:

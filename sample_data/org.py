@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import orjson
+
 from .ids import MICROS_PER_HOUR, Ids
 
 __all__ = [
@@ -171,6 +173,8 @@ class Credential:
     scopes: list[str]
     expires_micros: int
     expires_text: str
+    json_fields: str = ""
+    """The credential_id, credential_scopes and credential_expires_at members as JSON text."""
 
 
 class Agent:
@@ -205,7 +209,17 @@ class Organisation:
 def issue_credential(ids: Ids, scopes: list[str], now: int, ttl_hours: int) -> Credential:
     """Return a new credential valid from now for ttl_hours."""
     expires = now + ttl_hours * MICROS_PER_HOUR
-    return Credential(ids.token("cred-"), scopes, expires, ids.time_text(expires))
+    credential_id = ids.token("cred-")
+    expires_text = ids.time_text(expires)
+    # Serialised once here because every action the credential is used for repeats it.
+    members = orjson.dumps(
+        {
+            "credential_id": credential_id,
+            "credential_scopes": scopes,
+            "credential_expires_at": expires_text,
+        }
+    )
+    return Credential(credential_id, scopes, expires, expires_text, members[1:-1].decode())
 
 
 def build_organisation(rng: random.Random, ids: Ids, agent_count: int, now: int) -> Organisation:

@@ -352,11 +352,7 @@ def build_out_of_scope(chain: Chain, variant: str, negative: bool) -> None:
         }
         handed = chain.act(o, t, ("agent", "agent.delegate", "agents:delegate"), fields, key=True)
         handover = Delegation(
-            handed["event_id"],
-            handed["span_id"],
-            o.trace_id,
-            o.on_behalf_of or "",
-            "quarterly request",
+            handed, o.last_span, o.trace_id, o.on_behalf_of or "", "quarterly request"
         )
         s = chain.session(agent, (routine_op[2], extra_op[2]), delegation=handover)
         t += chain.minutes(0.05, 0.5)
@@ -365,7 +361,7 @@ def build_out_of_scope(chain: Chain, variant: str, negative: bool) -> None:
         declared.append(extra_op[2])
     if variant == "second-task-declares":
         first = chain.task(s, t, "Routine check", list(declared))
-        chain.key.append((t, first["event_id"]))
+        chain.key.append((t, first))
         t += chain.minutes(0.5, 2)
         chain.act(s, t, routine_op, routine_fields)
         t += chain.minutes(0.2, 1)
@@ -373,7 +369,7 @@ def build_out_of_scope(chain: Chain, variant: str, negative: bool) -> None:
         t += chain.minutes(0.5, 3)
         declared.append(extra_op[2])
     start = chain.task(s, t, "Handle the request end to end", declared)
-    chain.key.append((t, start["event_id"]))
+    chain.key.append((t, start))
     steps = 2 + int(chain.rnd() * 6) if variant != "late-in-task" else 8 + int(chain.rnd() * 6)
     uses = 2 + int(chain.rnd() * 2) if variant == "scope-creep" else 1
     for _ in range(steps):

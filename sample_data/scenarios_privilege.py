@@ -170,11 +170,12 @@ def build_privileged_change(chain: Chain, variant: str, negative: bool) -> None:
     if variant == "approved-by-task-peer":
         peer = chain.agent(("orchestrator",))
         p = chain.session(peer)
-        task = chain.task(p, t, "Coordinate the change", [op[2]])
+        chain.task(p, t, "Coordinate the change", [op[2]])
         t += chain.minutes(5, 10)
         chain.approval(p, t, resource, approver, key=True)
         s = chain.session(agent, (op[2],))
-        s.join_task(str(task["task_id"]))
+        assert p.task_id is not None
+        s.join_task(p.task_id)
         t += chain.minutes(1, 40)
         chain.act(s, t, op, fields, key=True)
         return
@@ -224,7 +225,7 @@ def _untrusted_input(chain: Chain, s: Session, t: int, kind: str) -> str:
         read = {"tool": "inbox", "resource": source, "sensitivity": "internal", "bytes": 9_000}
         chain.act(s, t, ("data", "message.read", "inbox:read"), read)
     t += chain.minutes(0.1, 0.5)
-    return str(chain.llm(s, t, untrusted=True, key=True)["event_id"])
+    return chain.llm(s, t, untrusted=True, key=True)
 
 
 def build_untrusted_input(chain: Chain, variant: str, negative: bool) -> None:
@@ -286,8 +287,8 @@ UNTRUSTED_INPUT = ScenarioSpec(
 
 def _delegate(chain: Chain, a: Session, t: int, target: Agent, intent: str) -> Delegation:
     fields = {"target_agent": target.agent_id, "attrs": {"request": intent}}
-    event = chain.act(a, t, ("agent", "agent.delegate", "agents:delegate"), fields, key=True)
-    return Delegation(event["event_id"], event["span_id"], a.trace_id, a.on_behalf_of or "", intent)
+    event_id = chain.act(a, t, ("agent", "agent.delegate", "agents:delegate"), fields, key=True)
+    return Delegation(event_id, a.last_span, a.trace_id, a.on_behalf_of or "", intent)
 
 
 def build_cross_agent(chain: Chain, variant: str, negative: bool) -> None:
@@ -348,9 +349,9 @@ def build_cross_agent(chain: Chain, variant: str, negative: bool) -> None:
         return
     chain.approval(b, t, resource, chain.human(role))
     t += chain.minutes(0.5, 5)
-    cause = {1: handover.event_id, 2: start_id, 3: thought["event_id"]}[hops]
+    cause = {1: handover.event_id, 2: start_id, 3: thought}[hops]
     if variant == "not-caused-by-delegation":
-        cause = thought["event_id"]
+        cause = thought
     chain.act(b, t, op, fields, key=True, caused_by=cause)
     chain.complete(b, t + chain.minutes(0.2, 1))
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+
+import orjson
 
 from .ids import MICROS_PER_HOUR, MICROS_PER_MINUTE, Ids
 from .org import Agent, AgentKind, Credential, Organisation, issue_credential
-from .records import Event
 
 __all__ = [
     "MAX_BACKGROUND_SESSION",
@@ -20,8 +20,8 @@ __all__ = [
     "World",
 ]
 
-Step = tuple[int, Event | None]
-"""(event time in microseconds, event); a None event is a wake-up that emits nothing."""
+Step = tuple[int, str | None]
+"""(event time in microseconds, the event as one line of JSON); None is a wake-up, no event."""
 Steps = Generator[Step, None, int]
 """A script of steps in time order; its return value is the time it finished."""
 
@@ -142,14 +142,14 @@ class World:
 
     # -- credentials and sessions ------------------------------------------------------------
 
-    def refresh_credential(self, agent: Agent, now: int) -> Event | None:
+    def refresh_credential(self, agent: Agent, now: int) -> str | None:
         """Rotate the agent's credential if it would expire during a session; return the event."""
         if agent.credential.expires_micros > now + 2 * MAX_BACKGROUND_SESSION:
             return None
         ttl_hours = (2, 4, 8, 12)[int(self.rnd() * 4)]
         credential = issue_credential(self.ids, agent.credential.scopes, now, ttl_hours)
         agent.credential = credential
-        return {
+        event = {
             "event_id": self.ids.event_id(now),
             "time": self.ids.time_text(now),
             "agent_id": agent.agent_id,
@@ -164,6 +164,7 @@ class World:
             "outcome": "success",
             "attrs": {"ttl_s": ttl_hours * 3600},
         }
+        return json_text(event)
 
     def is_free(self, agent: Agent, now: int) -> bool:
         """Whether the agent may take background work (no injected chain holds it)."""
@@ -175,13 +176,23 @@ class World:
 
 
 class Session:
-    """One agent's conversation/run: keeps ids, trace context and the caused_by thread."""
+    """One agent's conversation/run: keeps ids, trace context and the caused_by thread.
+
+    Its methods return each event as one line of JSON text. The members every event of the
+    session shares are serialised once, when the session or its task starts, and spliced into
+    each line: serialising a whole dict per event was the largest cost of the simulator.
+    """
 
     __slots__ = (
+        "_acting",
+        "_agent",
+        "_behalf",
+        "_context",
         "agent_id",
         "credential",
         "ids",
         "last",
+        "last_span",
         "on_behalf_of",
         "parent_span",
         "principal",
@@ -214,88 +225,82 @@ class Session:
         self.parent_span: str | None = delegation.span_id if delegation else None
         self.root_span = self.ids.span_id()
         self.last: str | None = delegation.event_id if delegation else None
+        """The id of the session's latest event: what the next one is caused by."""
+        self.last_span = ""
+        """The span id of the session's latest event."""
+        self._agent = f'"agent_id":{json_text(self.agent_id)},'
+        self._acting = f',"principal":{json_text(self.principal)},{credential.json_fields}'
+        self._behalf = "" if on_behalf_of is None else f',"on_behalf_of":{json_text(on_behalf_of)}'
+        self._context = ""
+        self._set_context()
 
-    def _base(self, t: int, category: str, action: str, caused_by: str | None) -> Event:
+    def _set_context(self) -> None:
+        task = "" if self.task_id is None else f'"task_id":{json_text(self.task_id)},'
+        self._context = (
+            f'"session_id":{json_text(self.session_id)},{task}"trace_id":"{self.trace_id}",'
+        )
+
+    def _head(self, t: int, operation: str, caused_by: str | None) -> str:
+        """The line of a new event at t up to its event-specific members (no closing brace)."""
         event_id, time_text, span_id = self.ids.stamp(t)
-        event: Event = {
-            "event_id": event_id,
-            "time": time_text,
-            "agent_id": self.agent_id,
-            "category": category,
-            "action": action,
-            "session_id": self.session_id,
-            "task_id": self.task_id,
-            "trace_id": self.trace_id,
-            "span_id": span_id,
-            "parent_span_id": self.root_span,
-            "caused_by": caused_by,
-            "on_behalf_of": self.on_behalf_of,
-        }
-        # One literal then rare deletions is faster than building the dict key by key.
-        if self.task_id is None:
-            del event["task_id"]
-        if caused_by is None:
-            del event["caused_by"]
-        if self.on_behalf_of is None:
-            del event["on_behalf_of"]
         self.last = event_id
-        return event
+        self.last_span = span_id
+        # Ids are hex digits and dashes, so they are spliced in without JSON escaping.
+        if caused_by is None:
+            return (
+                f'{{"event_id":"{event_id}","time":"{time_text}",{self._agent}{operation}'
+                f'{self._context}"span_id":"{span_id}","parent_span_id":"{self.root_span}"'
+                f"{self._behalf}"
+            )
+        return (
+            f'{{"event_id":"{event_id}","time":"{time_text}",{self._agent}{operation}'
+            f'{self._context}"span_id":"{span_id}","parent_span_id":"{self.root_span}"'
+            f',"caused_by":"{caused_by}"{self._behalf}'
+        )
 
     def start_task(
         self, t: int, intent: str, scopes: list[str], caused_by: str | None = None
-    ) -> Event:
+    ) -> str:
         """Open a task: `task.start` with the declared intent and the scopes it says it needs."""
         ids = self.ids
         self.task_id = ids.token("task-")
         self.root_span = ids.span_id()
-        event_id = ids.event_id(t)
-        event: Event = {
-            "event_id": event_id,
-            "time": ids.time_text(t),
-            "agent_id": self.agent_id,
-            "category": "task",
-            "action": "task.start",
-            "session_id": self.session_id,
-            "task_id": self.task_id,
-            "trace_id": self.trace_id,
-            "span_id": self.root_span,
-        }
-        if self.parent_span is not None:
-            event["parent_span_id"] = self.parent_span
+        event_id, time_text, _ = ids.stamp(t)
+        self._set_context()
+        parent = "" if self.parent_span is None else f',"parent_span_id":"{self.parent_span}"'
         cause = caused_by if caused_by is not None else self.last
-        if cause is not None:
-            event["caused_by"] = cause
-        if self.on_behalf_of is not None:
-            event["on_behalf_of"] = self.on_behalf_of
-        event["intent"] = intent
-        event["intent_scopes"] = scopes
-        event["outcome"] = "success"
+        cause_text = "" if cause is None else f',"caused_by":"{cause}"'
         self.last = event_id
-        return event
+        self.last_span = self.root_span
+        return (
+            f'{{"event_id":"{event_id}","time":"{time_text}",{self._agent}'
+            f'"category":"task","action":"task.start",{self._context}"span_id":"{self.root_span}"'
+            f"{parent}{cause_text}{self._behalf},"
+            f'"intent":{json_text(intent)},"intent_scopes":{json_text(scopes)},"outcome":"success"}}'
+        )
 
     def join_task(self, task_id: str) -> None:
         """Work inside another agent's task (a hand-off that keeps the task id)."""
         self.task_id = task_id
+        self._set_context()
 
-    def complete_task(self, t: int, outcome: str = "success") -> Event:
+    def complete_task(self, t: int, outcome: str = "success") -> str:
         """Close the current task."""
-        event = self._base(t, "task", "task.complete", self.last)
-        event["outcome"] = outcome
-        return event
+        return f'{self._head(t, _TASK_COMPLETE, self.last)},"outcome":{json_text(outcome)}}}'
 
-    def llm(self, t: int, untrusted: bool = False, caused_by: str | None = None) -> Event:
+    def llm(self, t: int, untrusted: bool = False, caused_by: str | None = None) -> str:
         """A model call; untrusted when the context it read came from outside (mail, web, PRs)."""
-        event = self._base(t, "llm", "llm.chat", caused_by or self.last)
+        head = self._head(t, _LLM_CHAT, caused_by or self.last)
         rnd = self.rnd
         r = rnd()
-        event["input_trust"] = "untrusted" if untrusted else "trusted"
-        event["outcome"] = "success"
-        event["attrs"] = {
-            "gen_ai.request.model": _MODELS[int(rnd() * len(_MODELS))],
-            "gen_ai.usage.input_tokens": 400 + int(r * r * 24_000),
-            "gen_ai.usage.output_tokens": 30 + int(rnd() * 900),
-        }
-        return event
+        model = _MODELS[int(rnd() * len(_MODELS))]
+        input_tokens = 400 + int(r * r * 24_000)
+        output_tokens = 30 + int(rnd() * 900)
+        return (
+            f'{head},"input_trust":"{"untrusted" if untrusted else "trusted"}","outcome":"success",'
+            f'"attrs":{{"gen_ai.request.model":"{model}","gen_ai.usage.input_tokens":'
+            f'{input_tokens},"gen_ai.usage.output_tokens":{output_tokens}}}}}'
+        )
 
     def act(
         self,
@@ -308,31 +313,51 @@ class Session:
         outcome: str = "success",
         error: str | None = None,
         caused_by: str | None = None,
-    ) -> Event:
+    ) -> str:
         """An action performed with the session's credential, exercising one scope."""
-        credential = self.credential
-        event = self._base(t, category, action, caused_by or self.last)
-        event["principal"] = self.principal
-        event["credential_id"] = credential.credential_id
-        event["credential_scopes"] = credential.scopes
-        event["credential_expires_at"] = credential.expires_text
-        event["scope_used"] = scope
-        event.update(fields)
-        event["outcome"] = outcome
-        if error is not None:
-            event["error"] = error
-        return event
+        head = self._head(t, _operation_text(category, action), caused_by or self.last)
+        members = orjson.dumps(fields)[1:-1].decode()
+        if members:
+            members = "," + members
+        failure = "" if error is None else f',"error":{json_text(error)}'
+        return (
+            f"{head}{self._acting}{_scope_text(scope)}{members},"
+            f'"outcome":{json_text(outcome)}{failure}}}'
+        )
 
-    def approval(self, t: int, action: str, approval_for: str, approver: str, reason: str) -> Event:
+    def approval(self, t: int, action: str, approval_for: str, approver: str, reason: str) -> str:
         """A human decision recorded in this session: approval.request/grant/deny."""
-        event = self._base(t, "approval", action, self.last)
-        event["approval_for"] = approval_for
-        event["approver"] = approver
-        event["outcome"] = "success"
-        event["attrs"] = {"reason": reason}
-        return event
+        head = self._head(t, _operation_text("approval", action), self.last)
+        return (
+            f'{head},"approval_for":{json_text(approval_for)},"approver":{json_text(approver)},'
+            f'"outcome":"success","attrs":{{"reason":{json_text(reason)}}}}}'
+        )
 
-    @staticmethod
-    def day(t: int) -> str:
-        """The calendar day of t, for human-readable names."""
-        return datetime.fromtimestamp(t // 1_000_000, UTC).strftime("%Y-%m-%d")
+
+def json_text(value: object) -> str:
+    """Return value as JSON text, spelled exactly as orjson spells it inside a whole event."""
+    return orjson.dumps(value).decode()
+
+
+_OPERATION_TEXTS: dict[tuple[str, str], str] = {}
+_SCOPE_TEXTS: dict[str, str] = {}
+
+
+def _operation_text(category: str, action: str) -> str:
+    """The category and action members (with a trailing comma), serialised once per pair."""
+    text = _OPERATION_TEXTS.get((category, action))
+    if text is None:
+        text = f'"category":{json_text(category)},"action":{json_text(action)},'
+        _OPERATION_TEXTS[(category, action)] = text
+    return text
+
+
+def _scope_text(scope: str) -> str:
+    text = _SCOPE_TEXTS.get(scope)
+    if text is None:
+        text = _SCOPE_TEXTS[scope] = f',"scope_used":{json_text(scope)}'
+    return text
+
+
+_TASK_COMPLETE = _operation_text("task", "task.complete")
+_LLM_CHAT = _operation_text("llm", "llm.chat")

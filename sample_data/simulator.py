@@ -98,7 +98,7 @@ class _Engine:
         self.time_text = Ids(random.Random(0)).time_text
         self.agents = agent_count_for(config.events)
 
-    def run(self) -> Iterator[Event | Label]:
+    def run(self) -> Iterator[str | Label]:
         config = self.config
         budget = config.events
         world_rng = random.Random(f"chainsight-world-{config.seed}")
@@ -107,7 +107,7 @@ class _Engine:
         start = to_micros(config.start)
         org = build_organisation(world_rng, ids, self.agents, start)
 
-        heap: list[tuple[int, int, Event | None, Iterator[Step] | None]] = []
+        heap: list[tuple[int, int, str | None, Iterator[Step] | None]] = []
         push = heapq.heappush
         pop = heapq.heappop
         order = 0
@@ -128,8 +128,8 @@ class _Engine:
 
         late_fraction = config.late_fraction
         duplicate_fraction = config.duplicate_fraction
-        delayed: list[tuple[int, int, Event]] = []
-        labels_due: dict[str, Label] = {}
+        delayed: list[tuple[int, int, str]] = []
+        labels_due: dict[int, Label] = {}  # heap order of a chain's last event -> its label
         committed = 0  # events emitted, held back, or promised by a chain already scheduled
         chain_pending = 0
         pulled = 0
@@ -137,7 +137,7 @@ class _Engine:
         last_micros = start
 
         while heap:
-            t, _, event, script = pop(heap)
+            t, popped, event, script = pop(heap)
             if script is None:
                 chain_pending -= 1
                 assert event is not None  # chains never schedule wake-ups
@@ -173,9 +173,9 @@ class _Engine:
                 self.duplicates += 1
                 order += 1
                 again = release + _log_uniform(delivery(), _RETRY_MIN, _RETRY_MAX)
-                push(delayed, (again, order, dict(event)))
+                push(delayed, (again, order, event))
             if script is None:
-                label = labels_due.pop(event["event_id"], None)
+                label = labels_due.pop(popped, None)
                 if label is not None:
                     yield label
             if pulled >= next_chain_at:
@@ -187,7 +187,7 @@ class _Engine:
                     for when, chain_event in plan.events:
                         order += 1
                         push(heap, (when, order, chain_event, None))
-                    labels_due[plan.events[-1][1]["event_id"]] = plan.label
+                    labels_due[order] = plan.label
         self.last_micros = last_micros
         while delayed:
             yield pop(delayed)[2]
@@ -195,14 +195,20 @@ class _Engine:
 
 def simulate(config: SimulationConfig) -> Iterator[Event | Label]:
     """Yield events in arrival order, each chain's Label as soon as its last event is generated."""
-    return _Engine(config).run()
+    loads = orjson.loads
+    for item in _Engine(config).run():
+        if isinstance(item, Label):
+            yield item
+        else:
+            yield loads(item)
 
 
 def iter_events(config: SimulationConfig) -> Iterator[Event]:
     """Yield only the events, in arrival order, as JSON-ready dicts."""
-    for item in simulate(config):
-        if type(item) is dict:
-            yield item
+    loads = orjson.loads
+    for item in _Engine(config).run():
+        if type(item) is str:
+            yield loads(item)
 
 
 def _open_output(stack: ExitStack, target: IO[bytes] | Path) -> IO[bytes]:
@@ -224,8 +230,6 @@ def write_sample(
 ) -> SampleStats:
     """Stream the simulation as JSONL (gzip when a path ends in .gz); return what was written."""
     engine = _Engine(config)
-    dumps = orjson.dumps
-    newline = orjson.OPT_APPEND_NEWLINE
     positive = negative = labels = lines = 0
     with ExitStack() as stack:
         if gc.isenabled():
@@ -235,14 +239,15 @@ def write_sample(
             stack.callback(gc.enable)
         events_file = _open_output(stack, events_out)
         labels_file = _open_output(stack, labels_out) if labels_out is not None else None
-        batch: list[bytes] = []
+        batch: list[str] = []
         append = batch.append
         for item in engine.run():
-            if type(item) is dict:
-                append(dumps(item, option=newline))
+            if type(item) is str:
+                append(item)
                 if len(batch) >= _WRITE_BATCH:
                     lines += len(batch)
-                    events_file.write(b"".join(batch))
+                    append("")  # for the newline after the last line
+                    events_file.write("\n".join(batch).encode())
                     batch.clear()
                 continue
             assert isinstance(item, Label)
@@ -252,10 +257,11 @@ def write_sample(
             else:
                 positive += 1
             if labels_file is not None:
-                labels_file.write(dumps(item.to_json(), option=newline))
+                labels_file.write(orjson.dumps(item.to_json(), option=orjson.OPT_APPEND_NEWLINE))
         if batch:
             lines += len(batch)
-            events_file.write(b"".join(batch))
+            append("")
+            events_file.write("\n".join(batch).encode())
     first, last = engine.first_micros, engine.last_micros
     return SampleStats(
         events=lines,

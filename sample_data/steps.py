@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .org import Agent
-from .records import Event
 from .session import Delegation, Session, Steps, World
 
 __all__ = ["Op", "approved", "call", "human", "llm_step", "open_session", "pick"]
@@ -87,7 +86,7 @@ def open_session(world: World, agent: Agent, delegation: Delegation | None) -> S
     return Session(world, agent, agent.credential, on_behalf_of, delegation)
 
 
-def llm_step(world: World, s: Session, t: int, untrusted: bool = False) -> tuple[int, Event]:
+def llm_step(world: World, s: Session, t: int, untrusted: bool = False) -> tuple[int, str]:
     """Think, then call the model; return the new time and the event."""
     t += world.think() + world.llm_latency()
     return t, s.llm(t, untrusted)
