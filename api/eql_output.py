@@ -70,14 +70,19 @@ def _cell(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def print_eql(result: EqlResult, fmt: str, console: Console, stream: IO[bytes] | None = None) -> None:
+def print_eql(
+    result: EqlResult, fmt: str, console: Console, stream: IO[bytes] | None = None
+) -> None:
     """Write ``result`` as a table for people, or as JSON / JSON lines."""
     out = stream or sys.stdout.buffer
     if fmt == "table":
         if result.kind in ("sequences", "samples"):
             console.print(_sequence_table(result))
         elif result.kind == "counts":
-            print_table(pa.Table.from_pylist(list(result.counts)) if result.counts else pa.table({}), console)
+            print_table(
+                pa.Table.from_pylist(list(result.counts)) if result.counts else pa.table({}),
+                console,
+            )
         else:
             fields = _summary_fields(list(result.events))
             rows = [{f: e.get(f) for f in fields} for e in result.events]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Union
 
 from .lexer import KEYWORDS
 
@@ -33,7 +32,7 @@ __all__ = [
     "render_value",
 ]
 
-Value = Union[str, int, float, bool, None]
+Value = str | int | float | bool | None
 DURATION_UNITS = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
 DURATION_UNITS["d"] = 24 * DURATION_UNITS["h"]
 _PLAIN_NAME = re.compile(r"[A-Za-z_@][A-Za-z0-9_@]*\Z")
@@ -202,7 +201,9 @@ class FunctionCall:
         return f"{self.name}{'~' if self.insensitive else ''}({args})"
 
 
-Expr = Union[Literal, Field, Comparison, Match, In, Boolean, Not, Arithmetic, Negate, FunctionCall]
+Expr = (
+    Literal | Field | Comparison | Match | In | Boolean | Not | Arithmetic | Negate | FunctionCall
+)
 
 
 def _precedence(node: Expr) -> int:
@@ -355,7 +356,7 @@ class Pipe:
         return f"| {self.name} " + ", ".join(a.render() for a in self.args)
 
 
-Body = Union[EventQuery, Sequence, Sample, Join]
+Body = EventQuery | Sequence | Sample | Join
 
 
 @dataclass(frozen=True)

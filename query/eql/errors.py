@@ -24,7 +24,7 @@ class EqlSyntaxError(QuerySyntaxError):
 
 
 def caret(text: str, offset: int) -> tuple[int, int, str]:
-    """The 1-based line and column of ``offset`` in ``text``, and that line with a caret under it."""
+    """The 1-based line and column of ``offset`` in ``text``, and its line with a caret under it."""
     offset = max(0, min(offset, len(text)))
     line_start = text.rfind("\n", 0, offset) + 1
     line_end = text.find("\n", offset)

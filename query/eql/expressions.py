@@ -235,7 +235,7 @@ class Compiler:
             tests = [exp.ArrayContains(this=left.sql, expression=v.sql) for v in values]
             found: exp.Expr = exp.or_(*tests)
         elif node.insensitive:
-            needle = exp.Lower(this=self._string(left, node.left))
+            needle: exp.Expr = exp.Lower(this=self._string(left, node.left))
             found = exp.In(
                 this=needle,
                 expressions=[
@@ -259,8 +259,8 @@ class Compiler:
         ):
             compiled = self.compile(pattern)
             if compiled.kind is Kind.STRING and left.kind in (Kind.STRING, Kind.JSON):
-                subject = exp.Lower(this=self._string(left, node.left))
-                return exp.EQ(this=subject, expression=exp.Lower(this=compiled.sql))
+                lowered = exp.Lower(this=self._string(left, node.left))
+                return exp.EQ(this=lowered, expression=exp.Lower(this=compiled.sql))
             a, b = self._unify(left, compiled, node)
             return exp.EQ(this=a, expression=b)
         if not isinstance(pattern, Literal) or not isinstance(pattern.value, str):

@@ -90,7 +90,7 @@ def _combine(
     for index in range(1, len(steps)):
         alias = aliases[index]
         rows = _filter_rows(compiler, by, steps[index], str(index)).subquery(alias)
-        same = [
+        same: list[exp.Expr] = [
             exp.NullSafeEQ(
                 this=exp.column(KEY.format(k), table=alias),
                 expression=exp.column(KEY.format(k), table=first),

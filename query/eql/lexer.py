@@ -64,8 +64,8 @@ class Token:
         return self.kind is Kind.NAME and self.text.lower() in words
 
 
-_OPERATORS = ("==", "!=", "<=", ">=", "<", ">", ":", "~", "(", ")", "[", "]", ",", "|", "!", "+")
-_OPERATORS += ("-", "*", "/", "%", ".", "=", "?")
+_OPERATORS: tuple[str, ...] = ("==", "!=", "<=", ">=", "<", ">", ":", "~", "(", ")", "[", "]")
+_OPERATORS += (",", "|", "!", "+", "-", "*", "/", "%", ".", "=", "?")
 _NAME = re.compile(r"[A-Za-z_@][A-Za-z0-9_@]*")
 _NUMBER = re.compile(r"(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
 _SPACE = re.compile(r"(?:\s+|//[^\n]*|/\*.*?\*/)+", re.DOTALL)

@@ -4,12 +4,13 @@ For each join key, events are numbered in order (``__pos``). A step ``i`` (posit
 *receives* a match at event ``g`` when ``g`` matches step ``i``, the newest event ``f`` before ``g``
 that received a match at step ``i-1`` exists, no event strictly between ``f`` and ``g`` matched step
 ``i`` (it would have taken that match) or ``until`` (it would have dropped it), and the span from the
-match's first event to ``g`` is within maxspan. That is the per-key "newest pending match per step"
+match's first event to ``g`` is within maxspan: the per-key "newest pending match per step"
 state machine of docs/eql.md, expressed with running maxima over window frames.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence as Many
 from dataclasses import dataclass
 
 import sqlglot.expressions as exp
@@ -63,7 +64,7 @@ def key_sql(compiler: Compiler, keys: tuple[Expr, ...]) -> list[Typed]:
 
 
 def _window(
-    function: exp.Expr, keys: list[exp.Expr], order: list[exp.Expr], preceding: bool
+    function: exp.Expr, keys: Many[exp.Expr], order: Many[exp.Expr], preceding: bool
 ) -> exp.Window:
     spec = None
     if preceding:
@@ -76,7 +77,7 @@ def _window(
         )
     return exp.Window(
         this=function,
-        partition_by=keys or None,
+        partition_by=list(keys) or None,
         order=exp.Order(expressions=[exp.Ordered(this=o, nulls_first=False) for o in order]),
         spec=spec,
     )
@@ -111,7 +112,7 @@ class _Builder:
         if len(widths) != 1:
             raise EqlError("every step of a sequence must have the same number of join keys")
         self.key_count = widths.pop()
-        self.keys = [exp.column(KEY.format(i)) for i in range(self.key_count)]
+        self.keys: list[exp.Expr] = [exp.column(KEY.format(i)) for i in range(self.key_count)]
         self.ctes: list[tuple[str, exp.Select]] = []
 
     def step_keys(self, step: Step) -> list[Typed]:
@@ -122,7 +123,7 @@ class _Builder:
 
         return [isinstance(k, Field) and k.optional for k in self.sequence.by + step.by]
 
-    def order_columns(self) -> list[exp.Expr]:
+    def order_columns(self) -> list[exp.Column]:
         return [exp.column(TIME)] + [
             exp.column(f"__o{i}") for i in range(len(self.source.order_keys()) - 1)
         ]
@@ -195,7 +196,7 @@ class _Builder:
             columns.append(exp.alias_(exp.true() if is_until else exp.false(), UNTIL))
             where = exp.and_(_step_condition(self.compiler, step.query), *self._not_null_keys(step))
             parts.append(exp.select(*columns).from_(exp.to_table(self.source.table)).where(where))
-        union: exp.Expr = parts[0]
+        union: exp.Query = parts[0]
         for part in parts[1:]:
             union = exp.union(union, part, distinct=False)
         names = [TIME] + [f"__o{i}" for i in range(len(self.source.order_keys()) - 1)] + [ID]
@@ -252,7 +253,7 @@ class _Builder:
 
     def _advance(self, step: int) -> exp.Select:
         previous = f"__step{step - 1}"
-        order = [exp.column(POS)]
+        order: list[exp.Expr] = [exp.column(POS)]
         received = f"__r{step - 1}"
 
         def last(flag: str, value: exp.Expr, name: str) -> exp.Expr:
@@ -318,7 +319,7 @@ class _Builder:
         aggregate = exp.Max(this=time) if before else exp.Min(this=time)
         return self._matching(step, aggregate, [compare(this=time, expression=bound)])
 
-    def _matching(self, step: Step, projection: exp.Expr, extra: list[exp.Expr]) -> exp.Subquery:
+    def _matching(self, step: Step, projection: exp.Expr, extra: Many[exp.Expr]) -> exp.Subquery:
         conditions = [_step_condition(self.compiler, step.query), *extra]
         for i, typed in enumerate(self.step_keys(step)):
             outer = exp.column(KEY.format(i), table="c")
@@ -380,13 +381,13 @@ class _Builder:
         return conditions
 
 
-def _greatest(values: list[exp.Subquery]) -> exp.Expr | None:
+def _greatest(values: list[exp.Expr]) -> exp.Expr | None:
     if not values:
         return None
     return values[0] if len(values) == 1 else exp.func("GREATEST", *values)
 
 
-def _least(values: list[exp.Subquery]) -> exp.Expr | None:
+def _least(values: list[exp.Expr]) -> exp.Expr | None:
     if not values:
         return None
     return values[0] if len(values) == 1 else exp.func("LEAST", *values)

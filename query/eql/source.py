@@ -1,4 +1,4 @@
-"""What an EQL query runs over: a relation, its columns and types, and how its events are ordered."""
+"""What an EQL query runs over: a relation, its column types, and how its events are ordered."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def kind_of(type_text: str) -> Kind:
         return Kind.FLOAT
     if upper in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT") or upper.startswith("U"):
         return Kind.INTEGER
-    if upper == '"NULL"' or upper == "NULL":
+    if upper in ('"NULL"', "NULL"):
         return Kind.NULL
     return Kind.OTHER
 
@@ -101,7 +101,7 @@ class EventSource:
         return [c for c in self.columns if c not in self.hidden]
 
     def resolve(self, field: Field) -> Resolved:
-        """The SQL of a field: a column, a path into a JSON or struct column, or null if optional."""
+        """A field as SQL: a column, a path into a JSON or struct column, or null if optional."""
         whole = field.name
         if whole in self.columns and whole not in self.hidden:
             return Resolved(self.column(whole), kind_of(self.columns[whole]))
