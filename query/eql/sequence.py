@@ -4,8 +4,8 @@ For each join key, events are numbered in order (``__pos``). A step ``i`` (posit
 *receives* a match at event ``g`` when ``g`` matches step ``i``, the newest event ``f`` before ``g``
 that received a match at step ``i-1`` exists, no event strictly between ``f`` and ``g`` matched step
 ``i`` (it would have taken that match) or ``until`` (it would have dropped it), and the
-span from the match's first event to ``g`` is within maxspan: the per-key "newest pending match per step"
-state machine of docs/eql.md, expressed with running maxima over window frames.
+span from the match's first event to ``g`` is within maxspan: the per-key "newest pending
+match per step" state machine of docs/eql.md, expressed with running maxima over window frames.
 """
 
 from __future__ import annotations
