@@ -34,12 +34,12 @@ from ledger.segments import STATISTICS_COLUMNS, SegmentFile
 __all__ = ["VIEW_NAMES", "VIEW_TYPES", "CatalogLimits", "catalog", "connect"]
 
 # Constant view definitions, parsed by sqlglot; the relations they read are registered objects.
+# _rows is every stored row: the segments and the acknowledged events not yet flushed to one.
 _VIEWS = {
     # _bounds holds, per writer log, how many of its events are in view: all of them, or as many
     # as a checkpoint signed (--as-of).
     "events_raw": (
-        "SELECT e.* REPLACE (CAST(e.attrs AS JSON) AS attrs) FROM "
-        "(SELECT * FROM _segments UNION ALL BY NAME SELECT * FROM _unflushed) AS e "
+        "SELECT e.* REPLACE (CAST(e.attrs AS JSON) AS attrs) FROM _rows AS e "
         "JOIN _bounds AS b ON e.writer_id = b.writer_id AND e.seq < b.tree_size"
     ),
     # One row per event_id: every copy but the chosen one is listed in _shadowed (built once
@@ -55,6 +55,11 @@ _VIEWS = {
     ),
     "checkpoints": "SELECT * FROM _checkpoints",
 }
+# Simpler definitions where they mean the same, so every query binds and plans less:
+# with every event in view there are no bounds to join, and one writer log never stores an
+# event_id twice, so nothing is shadowed.
+_ALL_EVENTS_RAW = "SELECT * REPLACE (CAST(attrs AS JSON) AS attrs) FROM _rows"
+_ONE_WRITER_EVENTS = "SELECT * FROM events_raw"
 VIEW_NAMES = tuple(_VIEWS)
 """The tables a query may read."""
 
@@ -90,10 +95,6 @@ VIEW_TYPES: dict[str, object] = {
 }
 """Column types of the views, so a query from another dialect is transpiled with its types."""
 _UNBOUNDED = 2**62  # a writer log's bound when every event is in view
-_CURRENT_EVENTS_RAW = (
-    "SELECT * REPLACE (CAST(attrs AS JSON) AS attrs) FROM "
-    "(SELECT * FROM _segments UNION ALL BY NAME SELECT * FROM _unflushed)"
-)
 _BOUNDS_SCHEMA = pa.schema([("writer_id", pa.string()), ("tree_size", pa.int64())])
 _CHECKPOINTS_SCHEMA = pa.schema(
     [
@@ -137,18 +138,21 @@ def connect(
     connection = duckdb.connect(
         config={"threads": limits.threads, "memory_limit": limits.memory_limit}
     )
-    connection.register("_segments", _segments_dataset(segments) if segments else _empty())
-    connection.register("_unflushed", unflushed)
+    connection.register("_rows", _rows_dataset(segments, unflushed))
     connection.register(
         "_bounds",
         pa.table([list(bounds), list(bounds.values())], schema=_BOUNDS_SCHEMA),
     )
     connection.register("_checkpoints", checkpoints)
-    for name, definition in _VIEWS.items():
-        if name == "events":
-            _create_shadowed(connection, single_writer=len(bounds) <= 1)
-        # With every event in view there are no bounds to join.
-        text = _CURRENT_EVENTS_RAW if name == "events_raw" and as_of is None else definition
+    single_writer = len(bounds) <= 1
+    definitions = dict(_VIEWS)
+    if as_of is None:
+        definitions["events_raw"] = _ALL_EVENTS_RAW
+    if single_writer:
+        definitions["events"] = _ONE_WRITER_EVENTS
+    for name, text in definitions.items():
+        if name == "events" and not single_writer:
+            _create_shadowed(connection)
         view = sqlglot.parse_one(text, read="duckdb")
         create = sqlglot.exp.Create(
             this=sqlglot.exp.to_table(name),
@@ -224,12 +228,11 @@ _SHADOWED = (
     "(SELECT event_id FROM events_raw GROUP BY event_id HAVING count(*) > 1)"
     ") WHERE copy > 1"
 )
-_NOTHING_SHADOWED = "SELECT writer_id, seq FROM events_raw WHERE false"
 
 
-def _create_shadowed(connection: duckdb.DuckDBPyConnection, single_writer: bool) -> None:
-    """Materialise the copies the ``events`` view leaves out (none with one writer log)."""
-    query = sqlglot.parse_one(_NOTHING_SHADOWED if single_writer else _SHADOWED, read="duckdb")
+def _create_shadowed(connection: duckdb.DuckDBPyConnection) -> None:
+    """Materialise the copies the ``events`` view leaves out."""
+    query = sqlglot.parse_one(_SHADOWED, read="duckdb")
     create = sqlglot.exp.Create(
         this=sqlglot.exp.to_table("_shadowed"),
         kind="TABLE",
@@ -246,6 +249,20 @@ _LOCAL = pyarrow.fs.LocalFileSystem()
 _FRAGMENTS: OrderedDict[tuple[str, int, int, int], ds.ParquetFileFragment] = OrderedDict()
 _FRAGMENTS_LOCK = threading.Lock()
 _FRAGMENTS_SIZE = 65536
+
+
+def _rows_dataset(segments: list[SegmentFile], unflushed: pa.Table) -> ds.Dataset:
+    """The segments and the unflushed events as one dataset, so a filter reaches both scans."""
+    parts: list[ds.Dataset] = []
+    if segments:
+        parts.append(_segments_dataset(segments))
+    if unflushed.num_rows:
+        parts.append(ds.InMemoryDataset(unflushed.cast(SEGMENT_SCHEMA)))
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return ds.InMemoryDataset(SEGMENT_SCHEMA.empty_table())
+    return ds.UnionDataset(SEGMENT_SCHEMA, parts)
 
 
 def _segments_dataset(segments: list[SegmentFile]) -> ds.FileSystemDataset:
@@ -321,10 +338,6 @@ def _bounds(metadata: pq.FileMetaData, column: int) -> tuple[object, object] | N
 def _size_and_mtime(entry: os.DirEntry[str]) -> tuple[int, int]:
     status = entry.stat()
     return status.st_size, status.st_mtime_ns
-
-
-def _empty() -> pa.Table:
-    return SEGMENT_SCHEMA.empty_table()
 
 
 def _checkpoints(ledger: Ledger, as_of: int | None) -> pa.Table:

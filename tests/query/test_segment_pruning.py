@@ -2,13 +2,15 @@
 
 The catalog tells pyarrow each segment's range of time, seq, observed_time and event_id, so a
 filter skips a segment without opening it. These tests build a ledger of several segments with
-overlapping time ranges and check, for predicates aimed at the edges of each segment, that the
-answer through ``Ledger.sql`` is the answer of a plain DuckDB connection over the same rows.
+overlapping time ranges (and a live writer's unflushed events, scanned with them) and check, for
+predicates aimed at the edges of each segment, that the answer through ``Ledger.sql`` is the
+answer of a plain DuckDB connection over the same rows.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,19 +45,24 @@ def _event(batch: int, i: int) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
     path = tmp_path_factory.mktemp("pruning") / "ledger"
     Ledger.init(path)
     for batch in range(BATCHES):
         with Ledger.open(path) as store:
             store.append([_event(batch, i) for i in range(PER_BATCH)])
+    live = Ledger.open(path)
+    live.append([_event(BATCHES, i) for i in range(PER_BATCH)])
     opened = Ledger.open(path)
     assert len(opened.segment_files()) == BATCHES
-    return opened
+    assert opened.unflushed_table().num_rows == PER_BATCH
+    yield opened
+    live.close()
 
 
 def _stored_rows(ledger: Ledger) -> pa.Table:
-    return pa.concat_tables(pq.read_table(s.path) for s in ledger.segment_files())
+    segments = [pq.read_table(s.path) for s in ledger.segment_files()]
+    return pa.concat_tables([*segments, ledger.unflushed_table()])
 
 
 def _literal(value: object) -> str:
@@ -68,8 +75,8 @@ def _literal(value: object) -> str:
 
 def _edge_predicates(ledger: Ledger) -> list[str]:
     predicates = ["time IS NULL", "time IS NOT NULL"]
-    for segment in ledger.segment_files():
-        table = pq.read_table(segment.path)
+    parts = [pq.read_table(s.path) for s in ledger.segment_files()]
+    for table in [*parts, ledger.unflushed_table()]:
         for column in ("time", "seq", "observed_time", "event_id"):
             low = _literal(pc.min(table[column]).as_py())
             high = _literal(pc.max(table[column]).as_py())
