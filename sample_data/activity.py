@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .ids import MICROS_PER_MINUTE, MICROS_PER_SECOND
 from .org import EXTERNAL_SITES, Agent
-from .session import Delegation, Steps, World
+from .session import Delegation, World
 from .steps import Op, call, llm_step, open_session, pick
 from .workers import (
     analyst_session,
@@ -18,7 +18,8 @@ from .workers import (
 
 __all__ = ["SESSION_SCRIPTS", "SessionScript", "agent_life", "orchestrator_session"]
 
-SessionScript = Callable[[World, Agent, int, Delegation | None], Steps]
+SessionScript = Callable[[World, Agent, int, Delegation | None], int]
+"""Generates one whole session from its start time; returns the time it finished."""
 
 WEB_SEARCH: Op = ("network", "web.search", "web:read")
 DELEGATE: Op = ("agent", "agent.delegate", "agents:delegate")
@@ -39,9 +40,7 @@ _ASKS = (
 )
 
 
-def orchestrator_session(
-    world: World, agent: Agent, t: int, delegation: Delegation | None
-) -> Steps:
+def orchestrator_session(world: World, agent: Agent, t: int, delegation: Delegation | None) -> int:
     """Plan a person's request and hand parts of it to specialist agents."""
     rnd = world.rnd
     s = open_session(world, agent, delegation)
@@ -49,18 +48,16 @@ def orchestrator_session(
     scopes = ["agents:delegate", "kb:read"]
     if search:
         scopes.append("web:read")
-    yield t, s.start_task(t, delegation.intent if delegation else pick(world, _ASKS), scopes)
-    t, event = llm_step(world, s, t)
-    yield t, event
+    s.start_task(t, delegation.intent if delegation else pick(world, _ASKS), scopes)
+    t = llm_step(world, s, t)
     if search:
         fields: dict[str, object] = {
             "tool": "web_search",
             "destination": pick(world, EXTERNAL_SITES),
         }
         fields.update(external=True, input_trust="untrusted", bytes=5_000 + int(rnd() * 60_000))
-        t = abs((yield from call(world, s, t, WEB_SEARCH, fields, fail_rate=0.03)))
-        t, event = llm_step(world, s, t, untrusted=True)
-        yield t, event
+        t = abs(call(world, s, t, WEB_SEARCH, fields, fail_rate=0.03))
+        t = llm_step(world, s, t, untrusted=True)
     for _ in range(1 + int(rnd() * 3)):
         kind = _DELEGABLE[int(rnd() * len(_DELEGABLE))]
         members = world.org.by_kind[kind]
@@ -70,17 +67,14 @@ def orchestrator_session(
         t += world.think()
         intent = _REQUESTS[kind]
         fields = {"target_agent": target.agent_id, "attrs": {"request": intent}}
-        event = s.act(t, *DELEGATE, fields)
-        handed = Delegation(s.last or "", s.last_span, s.trace_id, s.on_behalf_of or "", intent)
+        event_id = s.act(t, DELEGATE, fields)
+        handed = Delegation(event_id, s.last_span, s.trace_id, s.on_behalf_of or "", intent)
         start = t + 50_000 + int(rnd() * 2 * MICROS_PER_SECOND)
-        world.spawn(SESSION_SCRIPTS[kind](world, target, start, handed))
-        yield t, event
-        t, event = llm_step(world, s, t)
-        yield t, event
+        world.busy(target, SESSION_SCRIPTS[kind](world, target, start, handed))
+        t = llm_step(world, s, t)
     t += 30 * MICROS_PER_SECOND + int(rnd() * 10 * MICROS_PER_MINUTE)  # specialists report back
-    t, event = llm_step(world, s, t)
-    yield t, event
-    yield t, s.complete_task(t)
+    t = llm_step(world, s, t)
+    s.complete_task(t)
     return t
 
 
@@ -94,8 +88,12 @@ SESSION_SCRIPTS: dict[str, SessionScript] = {
 }
 
 
-def agent_life(world: World, agent: Agent, t: int) -> Steps:
-    """An agent's own work, forever: office-hours rates, bursts, and pauses while in a chain."""
+def agent_life(world: World, agent: Agent, t: int) -> Iterator[int]:
+    """An agent's own work, forever: office-hours rates, bursts, and pauses while in a chain.
+
+    Yields the time of its next wake-up; resumed at that time, it generates the session that
+    starts then (if the agent is not paused) and yields the following wake-up.
+    """
     rnd = world.rnd
     script = SESSION_SCRIPTS[agent.kind.name]
     burst = 0
@@ -107,14 +105,13 @@ def agent_life(world: World, agent: Agent, t: int) -> Steps:
             t = world.next_session_start(agent.kind, t)
             if rnd() < 0.2:
                 burst = 1 + int(rnd() * 5)
-        yield t, None  # wake up at the start time, so the pause check below sees the present
+        yield t  # resumed at the start time, so the pause check below sees the present
         until = world.paused_until.get(agent.agent_id, 0)
         if until > t:
             t = until + int(rnd() * 10 * MICROS_PER_MINUTE)
             burst = 0
             continue
-        refresh = world.refresh_credential(agent, t)
-        if refresh is not None:
-            yield t, refresh
+        if world.refresh_credential(agent, t):
             t += 200_000
-        t = yield from script(world, agent, t, None)
+        t = script(world, agent, t, None)
+        world.busy(agent, t)

@@ -9,7 +9,9 @@ so that nothing else can complete or break its pattern:
 * unless the scenario is low-and-slow (whose hosts never send anything external in the
   background), the agents' own background sessions pause from injection until an hour after
   the chain, and the chain starts only after any background session already under way must
-  have ended plus the longest detector window (60 min).
+  have ended plus the longest detector window (60 min); background work is generated a whole
+  session ahead, so an agent whose generated work (a delegated sub-task, say) ends later than
+  that is not chosen.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from .ids import MICROS_PER_HOUR, MICROS_PER_MINUTE
 from .org import Agent, Credential, issue_credential
 from .records import SCENARIOS, Label
-from .session import MAX_BACKGROUND_SESSION, Delegation, Session, World
+from .session import MAX_BACKGROUND_SESSION, ChainTag, Delegation, Scheduled, Session, World
 
 __all__ = ["Chain", "ChainInjector", "ChainPlan", "NoAgentAvailableError", "ScenarioSpec"]
 
@@ -28,8 +30,12 @@ LOW_AND_SLOW = "low-and-slow-exfiltration"
 _COOL_DOWN = 2 * MICROS_PER_HOUR
 _COOL_DOWN_AROUND_DAY_WINDOW = 25 * MICROS_PER_HOUR
 _RESUME_AFTER = 65 * MICROS_PER_MINUTE
-_LEAD = MAX_BACKGROUND_SESSION + 61 * MICROS_PER_MINUTE
+_CLEAR_OF_BACKGROUND = 61 * MICROS_PER_MINUTE
+"""Longer than any detector window but the day-long one."""
+_LEAD = MAX_BACKGROUND_SESSION + _CLEAR_OF_BACKGROUND
+_CHAIN_STEP = ChainTag()
 _FILLER_SCOPE = "kb:read"
+_FILLER_OP = ("tool", "kb.search", _FILLER_SCOPE)
 
 
 class NoAgentAvailableError(Exception):
@@ -38,9 +44,9 @@ class NoAgentAvailableError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ChainPlan:
-    """A fully built chain: its events (times and JSON lines) in time order and its label."""
+    """A fully built chain: its events in time order, tagged, and its label."""
 
-    events: list[tuple[int, str]]
+    events: list[Scheduled]
     label: Label
     agents: tuple[Agent, ...]
 
@@ -54,7 +60,7 @@ class Chain:
         self.injector = injector
         self.now = now
         self.start = start
-        self.steps: list[tuple[int, str]] = []
+        self.steps: list[Scheduled] = []
         self.key: list[tuple[int, str]] = []
         self.clock: dict[str, int] = {}  # session_id -> time of its latest event so far
         self.agents: list[Agent] = []
@@ -90,21 +96,17 @@ class Chain:
     ) -> Session:
         """Open a session for agent, acting for its owner or for whoever delegated the work."""
         on_behalf_of = delegation.on_behalf_of if delegation else agent.owner.email
-        return Session(
-            self.world, agent, self.credential(agent, extra, drop), on_behalf_of, delegation
-        )
+        credential = self.credential(agent, extra, drop)
+        return Session(self.world, agent, credential, on_behalf_of, delegation, sink=self.steps)
 
     # -- events ------------------------------------------------------------------------------
 
-    def add(self, t: int, s: Session, line: str, key: bool = False) -> str:
-        """Record the event s just made; key events are the ones the label lists. Return its id."""
-        event_id = s.last
-        assert event_id is not None
+    def add(self, t: int, s: Session, event_id: str, key: bool = False) -> str:
+        """Check the event s just made at t; key events are the ones the label lists. Return it."""
         if t < self.clock.get(s.session_id, self.start) or t <= self.now:
             # Scripts must run forward in time, or caused_by would point into the future.
             raise ValueError(f"chain event {event_id} scripted out of time order")
         self.clock[s.session_id] = t
-        self.steps.append((t, line))
         if key:
             self.key.append((t, event_id))
         return event_id
@@ -133,11 +135,8 @@ class Chain:
         caused_by: str | None = None,
     ) -> str:
         """An action in the chain: op is (category, action, scope_used)."""
-        category, action, scope = op
-        line = s.act(
-            t, category, action, scope, fields, outcome=outcome, error=error, caused_by=caused_by
-        )
-        return self.add(t, s, line, key)
+        event_id = s.act(t, op, fields, outcome=outcome, error=error, caused_by=caused_by)
+        return self.add(t, s, event_id, key)
 
     def approval(
         self,
@@ -154,8 +153,8 @@ class Chain:
             earliest = self.clock.get(s.session_id, self.start) + 1
             asked = max(earliest, t - 60_000_000 - int(self.rnd() * 240_000_000))
             if asked < t:
-                request_line = s.approval(asked, "approval.request", resource, approver, "by agent")
-                self.add(asked, s, request_line)
+                request_id = s.approval(asked, "approval.request", resource, approver, "by agent")
+                self.add(asked, s, request_id)
         grant = s.approval(t, "approval.grant", resource, approver, "approved")
         return self.add(t, s, grant, key)
 
@@ -171,7 +170,7 @@ class Chain:
                 self.add(t, s, s.llm(t))
             else:
                 fields = {"tool": "kb_search", "resource": "kb://internal/handbook", "bytes": 1_800}
-                self.add(t, s, s.act(t, "tool", "kb.search", _FILLER_SCOPE, fields))
+                self.add(t, s, s.act(t, _FILLER_OP, fields))
 
     def complete(self, s: Session, t: int) -> int:
         """Close the session's task; return the time."""
@@ -225,9 +224,12 @@ class ChainInjector:
         by_kind = self.world.org.by_kind
         pool = [agent for kind in kinds for agent in by_kind[kind]]
         day_window = self._current_scenario == LOW_AND_SLOW
+        busy_until = self.world.busy_until
         for _ in range(24):
             agent = pool[int(self.rnd() * len(pool))]
             if agent in exclude or not self.world.is_free(agent, now):
+                continue
+            if not day_window and busy_until.get(agent.agent_id, 0) + _CLEAR_OF_BACKGROUND > start:
                 continue
             previous = self.last_chain.get(agent.agent_id)
             if previous is not None:
@@ -286,4 +288,6 @@ class ChainInjector:
             negative=negative,
             variant=variant,
         )
-        return [ChainPlan(chain.steps, label, tuple(chain.agents))]
+        events: list[Scheduled] = [(t, line, _CHAIN_STEP) for t, line, _ in chain.steps]
+        events[-1] = (end, events[-1][1], ChainTag(label))
+        return [ChainPlan(events, label, tuple(chain.agents))]

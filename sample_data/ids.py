@@ -28,23 +28,26 @@ def to_micros(moment: datetime) -> int:
 _HEX4 = tuple(f"{value:04x}" for value in range(1 << 16))
 _DIGITS3 = tuple(f"{value:03d}" for value in range(1000))
 _SECONDS = tuple(f"{value:02d}." for value in range(60))
-_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-_VARIANT_DIGITS = np.frombuffer(b"89ab", dtype=np.uint8)
 _RECORDS_PER_REFILL = 8192
 # One pool record: the random tail of a UUIDv7 ("7aaa-Vbbb-cccccccccccc") and a span id.
 _TAIL = 22
 _RECORD = _TAIL + 16
+_HEX_PER_RECORD = 36  # 18 random bytes; 35 of their hex digits are used
+# The variant digit of a UUID is 8, 9, a or b: indexed by the ASCII code of a random hex digit.
+_VARIANT_DIGITS = np.zeros(256, dtype=np.uint8)
+for _digit in "0123456789abcdef":
+    _VARIANT_DIGITS[ord(_digit)] = ord("89ab"[int(_digit, 16) & 3])
 
 
 def _random_records(random_bytes: Callable[[int], bytes], count: int) -> str:
-    """Format count pool records at once; numpy does the per-character work in bulk."""
-    raw = np.frombuffer(random_bytes(count * 35), dtype=np.uint8).reshape(count, 35)
-    digits = _HEX_DIGITS[raw & 15]
+    """Format count pool records at once: bytes.hex and numpy do the per-character work."""
+    text = random_bytes(count * _HEX_PER_RECORD // 2).hex().encode("ascii")
+    digits = np.frombuffer(text, dtype=np.uint8).reshape(count, _HEX_PER_RECORD)
     records = np.empty((count, _RECORD), dtype=np.uint8)
     records[:, 0] = ord("7")
     records[:, 1:4] = digits[:, 0:3]
     records[:, 4] = ord("-")
-    records[:, 5] = _VARIANT_DIGITS[raw[:, 3] & 3]
+    records[:, 5] = _VARIANT_DIGITS[digits[:, 3]]
     records[:, 6:9] = digits[:, 4:7]
     records[:, 9] = ord("-")
     records[:, 10:22] = digits[:, 7:19]

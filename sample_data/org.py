@@ -180,7 +180,16 @@ class Credential:
 class Agent:
     """One agent and its live state; mutable because credentials rotate as time passes."""
 
-    __slots__ = ("agent_id", "credential", "kind", "owner", "principal", "services")
+    __slots__ = (
+        "agent_id",
+        "credential",
+        "json_agent",
+        "json_principal",
+        "kind",
+        "owner",
+        "principal",
+        "services",
+    )
 
     def __init__(self, agent_id: str, kind: AgentKind, owner: Human, services: tuple[str, ...]):
         self.agent_id = agent_id
@@ -189,6 +198,11 @@ class Agent:
         self.services = services
         self.principal = f"svc-{agent_id}@acme.iam"
         self.credential = Credential("", [], 0, "")
+        # Serialised once here because every event of the agent repeats them.
+        self.json_agent = f'"agent_id":{orjson.dumps(agent_id).decode()},'
+        """The agent_id member, with a trailing comma."""
+        self.json_principal = f',"principal":{orjson.dumps(self.principal).decode()}'
+        """The principal member, with a leading comma."""
 
 
 @dataclass(frozen=True, slots=True)

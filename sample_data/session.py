@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
 
 from .ids import MICROS_PER_HOUR, MICROS_PER_MINUTE, Ids
 from .org import Agent, AgentKind, Credential, Organisation, issue_credential
+from .records import Label
 
 __all__ = [
     "MAX_BACKGROUND_SESSION",
+    "ChainTag",
     "Delegation",
+    "Op",
+    "Scheduled",
     "Session",
-    "Step",
-    "Steps",
     "World",
+    "json_text",
 ]
-
-Step = tuple[int, str | None]
-"""(event time in microseconds, the event as one line of JSON); None is a wake-up, no event."""
-Steps = Generator[Step, None, int]
-"""A script of steps in time order; its return value is the time it finished."""
 
 MAX_BACKGROUND_SESSION = 90 * MICROS_PER_MINUTE
 """No background session or delegated sub-task lasts longer; chain placement relies on it."""
@@ -32,6 +30,19 @@ _MODELS = ("gpt-4.1", "claude-sonnet-4", "gemini-2.5-pro", "llama-3.3-70b", "gpt
 _RETRY_STORM_SAFE_FAILURES = 3
 """Background work never fails more often than this per agent, action and resource in 10 min."""
 _FAILURE_WINDOW = 10 * MICROS_PER_MINUTE
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTag:
+    """Marks an event of an injected chain; the chain's last event carries the chain's label."""
+
+    label: Label | None = None
+
+
+Op = tuple[str, str, str]
+"""(category, action, scope_used) of one kind of action."""
+Scheduled = tuple[int, str, ChainTag | None]
+"""(event time in microseconds, the event as one line of JSON, its chain tag or None)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,22 +81,24 @@ _EPOCH_HOUR_OF_WEEK = 72
 
 
 class World:
-    """Everything the scripts share: randomness, ids, the organisation and the scheduler hooks."""
+    """Everything the scripts share: randomness, ids, the organisation and the schedule.
 
-    def __init__(
-        self,
-        rng: random.Random,
-        ids: Ids,
-        org: Organisation,
-        spawn: Callable[[Iterator[Step]], None],
-    ) -> None:
+    Background work is generated a whole session at a time, when the session starts: its
+    events go to `pending`, in time order per session, for the engine to merge with the rest.
+    """
+
+    def __init__(self, rng: random.Random, ids: Ids, org: Organisation) -> None:
         self.rng = rng
         self.rnd = rng.random
         self.ids = ids
         self.org = org
-        self.spawn = spawn
+        self.pending: list[Scheduled] = []
+        self.clock = 0
+        """The start of the session being generated: no later event is generated before it."""
         # Agents busy with an injected chain start no background sessions until this time.
         self.paused_until: dict[str, int] = {}
+        # When each agent's generated background work ends; chains keep clear of it.
+        self.busy_until: dict[str, int] = {}
         self._failures: dict[tuple[str, str, str | None], list[int]] = {}
         self._failure_checks = 0
 
@@ -124,39 +137,44 @@ class World:
 
     def may_fail(self, agent_id: str, action: str, resource: str | None, now: int) -> bool:
         """Whether background work may fail here without ever forming a retry storm."""
+        # Sessions are generated whole and delegated sub-tasks run beside the agent's own work,
+        # so failures are not recorded in time order: count those on both sides of now.
         key = (agent_id, action, resource)
         recent = self._failures.get(key)
         if recent is None:
             recent = self._failures[key] = []
         else:
-            recent[:] = [t for t in recent if t > now - _FAILURE_WINDOW]
-            if len(recent) >= _RETRY_STORM_SAFE_FAILURES:
+            horizon = self.clock - _FAILURE_WINDOW
+            recent[:] = [t for t in recent if t >= horizon]
+            close = sum(1 for t in recent if abs(t - now) <= _FAILURE_WINDOW)
+            if close >= _RETRY_STORM_SAFE_FAILURES:
                 return False
         recent.append(now)
         self._failure_checks += 1
         if self._failure_checks % 4096 == 0:
             # Forget quiet keys so memory stays bounded however long the run.
-            horizon = now - _FAILURE_WINDOW
-            self._failures = {k: v for k, v in self._failures.items() if v and v[-1] > horizon}
+            horizon = self.clock - _FAILURE_WINDOW
+            self._failures = {k: v for k, v in self._failures.items() if max(v) >= horizon}
         return True
 
     # -- credentials and sessions ------------------------------------------------------------
 
-    def refresh_credential(self, agent: Agent, now: int) -> str | None:
-        """Rotate the agent's credential if it would expire during a session; return the event."""
+    def refresh_credential(self, agent: Agent, now: int) -> bool:
+        """Rotate the agent's credential if it would expire during a session (an event)."""
         if agent.credential.expires_micros > now + 2 * MAX_BACKGROUND_SESSION:
-            return None
+            return False
         ttl_hours = (2, 4, 8, 12)[int(self.rnd() * 4)]
         credential = issue_credential(self.ids, agent.credential.scopes, now, ttl_hours)
         agent.credential = credential
+        event_id, time_text, span_id = self.ids.stamp(now)
         event = {
-            "event_id": self.ids.event_id(now),
-            "time": self.ids.time_text(now),
+            "event_id": event_id,
+            "time": time_text,
             "agent_id": agent.agent_id,
             "category": "identity",
             "action": "credential.refresh",
             "trace_id": self.ids.trace_id(),
-            "span_id": self.ids.span_id(),
+            "span_id": span_id,
             "principal": agent.principal,
             "credential_id": credential.credential_id,
             "credential_scopes": credential.scopes,
@@ -164,23 +182,25 @@ class World:
             "outcome": "success",
             "attrs": {"ttl_s": ttl_hours * 3600},
         }
-        return json_text(event)
+        self.pending.append((now, json_text(event), None))
+        return True
 
     def is_free(self, agent: Agent, now: int) -> bool:
         """Whether the agent may take background work (no injected chain holds it)."""
         return self.paused_until.get(agent.agent_id, 0) <= now
 
-    def model(self) -> str:
-        """Pick the model an LLM call used."""
-        return _MODELS[int(self.rnd() * len(_MODELS))]
+    def busy(self, agent: Agent, until: int) -> None:
+        """Note that background work generated for the agent lasts until then."""
+        if self.busy_until.get(agent.agent_id, 0) < until:
+            self.busy_until[agent.agent_id] = until
 
 
 class Session:
     """One agent's conversation/run: keeps ids, trace context and the caused_by thread.
 
-    Its methods return each event as one line of JSON text. The members every event of the
-    session shares are serialised once, when the session or its task starts, and spliced into
-    each line: serialising a whole dict per event was the largest cost of the simulator.
+    Each method appends its event to `sink` as a line of JSON and returns the event's id. The
+    members all of the session's events share are serialised once, when the session or its task
+    starts, and spliced into each line rather than serialising a dict per event.
     """
 
     __slots__ = (
@@ -195,13 +215,12 @@ class Session:
         "last_span",
         "on_behalf_of",
         "parent_span",
-        "principal",
         "rnd",
         "root_span",
         "session_id",
+        "sink",
         "task_id",
         "trace_id",
-        "world",
     )
 
     def __init__(
@@ -211,51 +230,46 @@ class Session:
         credential: Credential,
         on_behalf_of: str | None,
         delegation: Delegation | None = None,
+        sink: list[Scheduled] | None = None,
     ) -> None:
-        self.world = world
-        self.ids = world.ids
+        ids = world.ids
+        self.sink = world.pending if sink is None else sink
+        self.ids = ids
         self.rnd = world.rnd
         self.agent_id = agent.agent_id
-        self.principal = agent.principal
         self.credential = credential
         self.on_behalf_of = on_behalf_of
-        self.session_id = self.ids.token("sess-")
+        self.session_id = ids.token("sess-")
         self.task_id: str | None = None
-        self.trace_id = delegation.trace_id if delegation else self.ids.trace_id()
+        self.trace_id = delegation.trace_id if delegation else ids.trace_id()
         self.parent_span: str | None = delegation.span_id if delegation else None
-        self.root_span = self.ids.span_id()
+        self.root_span = ids.span_id()
         self.last: str | None = delegation.event_id if delegation else None
         """The id of the session's latest event: what the next one is caused by."""
         self.last_span = ""
         """The span id of the session's latest event."""
-        self._agent = f'"agent_id":{json_text(self.agent_id)},'
-        self._acting = f',"principal":{json_text(self.principal)},{credential.json_fields}'
-        self._behalf = "" if on_behalf_of is None else f',"on_behalf_of":{json_text(on_behalf_of)}'
-        self._context = ""
-        self._set_context()
+        self._agent = agent.json_agent
+        self._acting = f"{agent.json_principal},{credential.json_fields}"
+        self._behalf = "" if on_behalf_of is None else _behalf_text(on_behalf_of)
+        # Ids (session, task, trace, span, event) are hex digits and dashes: no JSON escaping.
+        self._context = f'"session_id":"{self.session_id}","trace_id":"{self.trace_id}",'
 
-    def _set_context(self) -> None:
-        task = "" if self.task_id is None else f'"task_id":{json_text(self.task_id)},'
+    def _set_task(self, task_id: str) -> None:
+        self.task_id = task_id
         self._context = (
-            f'"session_id":{json_text(self.session_id)},{task}"trace_id":"{self.trace_id}",'
+            f'"session_id":"{self.session_id}","task_id":"{task_id}","trace_id":"{self.trace_id}",'
         )
 
-    def _head(self, t: int, operation: str, caused_by: str | None) -> str:
-        """The line of a new event at t up to its event-specific members (no closing brace)."""
+    def _head(self, t: int, operation: str, caused_by: str | None) -> tuple[str, str]:
+        """A new event at t: its id, and its line up to the event-specific members."""
         event_id, time_text, span_id = self.ids.stamp(t)
         self.last = event_id
         self.last_span = span_id
-        # Ids are hex digits and dashes, so they are spliced in without JSON escaping.
-        if caused_by is None:
-            return (
-                f'{{"event_id":"{event_id}","time":"{time_text}",{self._agent}{operation}'
-                f'{self._context}"span_id":"{span_id}","parent_span_id":"{self.root_span}"'
-                f"{self._behalf}"
-            )
-        return (
+        cause = "" if caused_by is None else f',"caused_by":"{caused_by}"'
+        return event_id, (
             f'{{"event_id":"{event_id}","time":"{time_text}",{self._agent}{operation}'
             f'{self._context}"span_id":"{span_id}","parent_span_id":"{self.root_span}"'
-            f',"caused_by":"{caused_by}"{self._behalf}'
+            f"{cause}{self._behalf}"
         )
 
     def start_task(
@@ -263,75 +277,81 @@ class Session:
     ) -> str:
         """Open a task: `task.start` with the declared intent and the scopes it says it needs."""
         ids = self.ids
-        self.task_id = ids.token("task-")
+        self._set_task(ids.token("task-"))
         self.root_span = ids.span_id()
         event_id, time_text, _ = ids.stamp(t)
-        self._set_context()
         parent = "" if self.parent_span is None else f',"parent_span_id":"{self.parent_span}"'
         cause = caused_by if caused_by is not None else self.last
         cause_text = "" if cause is None else f',"caused_by":"{cause}"'
         self.last = event_id
         self.last_span = self.root_span
-        return (
+        line = (
             f'{{"event_id":"{event_id}","time":"{time_text}",{self._agent}'
-            f'"category":"task","action":"task.start",{self._context}"span_id":"{self.root_span}"'
-            f"{parent}{cause_text}{self._behalf},"
+            f'"category":"task","action":"task.start",{self._context}'
+            f'"span_id":"{self.root_span}"{parent}{cause_text}{self._behalf},'
             f'"intent":{json_text(intent)},"intent_scopes":{json_text(scopes)},"outcome":"success"}}'
         )
+        self.sink.append((t, line, None))
+        return event_id
 
     def join_task(self, task_id: str) -> None:
         """Work inside another agent's task (a hand-off that keeps the task id)."""
-        self.task_id = task_id
-        self._set_context()
+        self._set_task(task_id)
 
     def complete_task(self, t: int, outcome: str = "success") -> str:
         """Close the current task."""
-        return f'{self._head(t, _TASK_COMPLETE, self.last)},"outcome":{json_text(outcome)}}}'
+        event_id, head = self._head(t, _TASK_COMPLETE, self.last)
+        self.sink.append((t, f"{head}{_outcome_text(outcome)}}}", None))
+        return event_id
 
     def llm(self, t: int, untrusted: bool = False, caused_by: str | None = None) -> str:
         """A model call; untrusted when the context it read came from outside (mail, web, PRs)."""
-        head = self._head(t, _LLM_CHAT, caused_by or self.last)
+        event_id, head = self._head(t, _LLM_CHAT, caused_by or self.last)
         rnd = self.rnd
         r = rnd()
         model = _MODELS[int(rnd() * len(_MODELS))]
         input_tokens = 400 + int(r * r * 24_000)
         output_tokens = 30 + int(rnd() * 900)
-        return (
-            f'{head},"input_trust":"{"untrusted" if untrusted else "trusted"}","outcome":"success",'
-            f'"attrs":{{"gen_ai.request.model":"{model}","gen_ai.usage.input_tokens":'
-            f'{input_tokens},"gen_ai.usage.output_tokens":{output_tokens}}}}}'
+        line = (
+            f"{head}{_UNTRUSTED_LLM if untrusted else _TRUSTED_LLM}"
+            f'"gen_ai.request.model":"{model}","gen_ai.usage.input_tokens":{input_tokens},'
+            f'"gen_ai.usage.output_tokens":{output_tokens}}}}}'
         )
+        self.sink.append((t, line, None))
+        return event_id
 
     def act(
         self,
         t: int,
-        category: str,
-        action: str,
-        scope: str,
+        op: Op,
         fields: Mapping[str, object],
         *,
         outcome: str = "success",
         error: str | None = None,
         caused_by: str | None = None,
     ) -> str:
-        """An action performed with the session's credential, exercising one scope."""
-        head = self._head(t, _operation_text(category, action), caused_by or self.last)
+        """An action performed with the session's credential; op is (category, action, scope)."""
+        texts = _OP_TEXTS.get(op)
+        if texts is None:
+            texts = _op_texts(op)
+        event_id, head = self._head(t, texts[0], caused_by or self.last)
         members = orjson.dumps(fields)[1:-1].decode()
         if members:
             members = "," + members
         failure = "" if error is None else f',"error":{json_text(error)}'
-        return (
-            f"{head}{self._acting}{_scope_text(scope)}{members},"
-            f'"outcome":{json_text(outcome)}{failure}}}'
-        )
+        line = f"{head}{self._acting}{texts[1]}{members}{_outcome_text(outcome)}{failure}}}"
+        self.sink.append((t, line, None))
+        return event_id
 
     def approval(self, t: int, action: str, approval_for: str, approver: str, reason: str) -> str:
         """A human decision recorded in this session: approval.request/grant/deny."""
-        head = self._head(t, _operation_text("approval", action), self.last)
-        return (
+        event_id, head = self._head(t, _operation_text("approval", action), self.last)
+        line = (
             f'{head},"approval_for":{json_text(approval_for)},"approver":{json_text(approver)},'
             f'"outcome":"success","attrs":{{"reason":{json_text(reason)}}}}}'
         )
+        self.sink.append((t, line, None))
+        return event_id
 
 
 def json_text(value: object) -> str:
@@ -339,25 +359,40 @@ def json_text(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-_OPERATION_TEXTS: dict[tuple[str, str], str] = {}
-_SCOPE_TEXTS: dict[str, str] = {}
-
-
 def _operation_text(category: str, action: str) -> str:
-    """The category and action members (with a trailing comma), serialised once per pair."""
-    text = _OPERATION_TEXTS.get((category, action))
+    """The category and action members, with a trailing comma."""
+    return f'"category":{json_text(category)},"action":{json_text(action)},'
+
+
+_OP_TEXTS: dict[Op, tuple[str, str]] = {}
+_OUTCOME_TEXTS: dict[str, str] = {}
+_BEHALF_TEXTS: dict[str, str] = {}
+
+
+def _op_texts(op: Op) -> tuple[str, str]:
+    """The category and action members, and the scope_used member, serialised once per op."""
+    category, action, scope = op
+    texts = _OP_TEXTS[op] = (_operation_text(category, action), f',"scope_used":{json_text(scope)}')
+    return texts
+
+
+def _outcome_text(outcome: str) -> str:
+    text = _OUTCOME_TEXTS.get(outcome)
     if text is None:
-        text = f'"category":{json_text(category)},"action":{json_text(action)},'
-        _OPERATION_TEXTS[(category, action)] = text
+        text = _OUTCOME_TEXTS[outcome] = f',"outcome":{json_text(outcome)}'
     return text
 
 
-def _scope_text(scope: str) -> str:
-    text = _SCOPE_TEXTS.get(scope)
+def _behalf_text(on_behalf_of: str) -> str:
+    text = _BEHALF_TEXTS.get(on_behalf_of)
     if text is None:
-        text = _SCOPE_TEXTS[scope] = f',"scope_used":{json_text(scope)}'
+        if len(_BEHALF_TEXTS) >= 65_536:
+            _BEHALF_TEXTS.clear()  # bounded however many organisations a process simulates
+        text = _BEHALF_TEXTS[on_behalf_of] = f',"on_behalf_of":{json_text(on_behalf_of)}'
     return text
 
 
 _TASK_COMPLETE = _operation_text("task", "task.complete")
 _LLM_CHAT = _operation_text("llm", "llm.chat")
+_TRUSTED_LLM = ',"input_trust":"trusted","outcome":"success","attrs":{'
+_UNTRUSTED_LLM = ',"input_trust":"untrusted","outcome":"success","attrs":{'

@@ -1,11 +1,14 @@
 """The simulation engine: merges every agent's activity and the injected chains into one stream.
 
-Events are produced in event-time order by a heap of running scripts (one per agent, plus
-delegated sub-tasks), then delivered in *arrival* order: a configurable fraction is held back and
-delivered late, and a fraction is delivered a second time later (a client retry with the same
-event_id). Everything is drawn from random.Random instances seeded from the config, so a seed
-always gives the same bytes; nothing is buffered beyond what is in flight, so memory stays flat
-however many events are asked for.
+The engine advances a minute at a time. It first generates every background session that
+starts within the minute (each agent's life is a generator resumed at its wake-ups; a session is
+generated whole, as lines of JSON), filing the events by the minute they happen in; then it
+sorts the minute's events (injected chains' included) by time and delivers them in *arrival*
+order: a configurable fraction is held back and delivered late, and a fraction is delivered a
+second time later (a client retry with the same event_id); then it injects the chains that are
+due. Everything is drawn from random.Random instances seeded from the config, so a seed always
+gives the same bytes; nothing is buffered beyond what is in flight (sessions under way, late
+events), so memory stays flat however many events are asked for.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from __future__ import annotations
 import gc
 import gzip
 import heapq
+import math
 import random
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, cast
 
@@ -29,7 +35,7 @@ from .ids import MICROS_PER_HOUR, MICROS_PER_MINUTE, Ids, to_micros
 from .org import build_organisation
 from .records import Event, Label, SampleStats
 from .scenarios import SCENARIO_SPECS
-from .session import Step, World
+from .session import Scheduled, World
 
 __all__ = [
     "SimulationConfig",
@@ -48,6 +54,10 @@ _LATE_MAX = 6 * MICROS_PER_HOUR
 _RETRY_MIN = 200_000
 _RETRY_MAX = 10 * MICROS_PER_MINUTE
 _WRITE_BATCH = 4096
+_STEP = MICROS_PER_MINUTE
+"""The engine generates, orders and delivers the events of one minute at a time."""
+_NEVER = 1 << 62
+_time_of = itemgetter(0)
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,8 @@ class _Engine:
         self.time_text = Ids(random.Random(0)).time_text
         self.agents = agent_count_for(config.events)
 
-    def run(self) -> Iterator[str | Label]:
+    def run(self) -> Iterator[list[str] | Label]:
+        """Yield lists of event lines in arrival order, each chain's label after its last event."""
         config = self.config
         budget = config.events
         world_rng = random.Random(f"chainsight-world-{config.seed}")
@@ -106,91 +117,116 @@ class _Engine:
         ids = Ids(world_rng)
         start = to_micros(config.start)
         org = build_organisation(world_rng, ids, self.agents, start)
-
-        heap: list[tuple[int, int, str | None, Iterator[Step] | None]] = []
-        push = heapq.heappush
-        pop = heapq.heappop
-        order = 0
-
-        def spawn(script: Iterator[Step]) -> None:
-            nonlocal order
-            first = next(script, None)
-            if first is not None:
-                order += 1
-                push(heap, (first[0], order, first[1], script))
-
-        world = World(world_rng, ids, org, spawn)
-        for agent in org.agents:
-            spawn(
-                agent_life(world, agent, start + int(world_rng.random() * 30 * MICROS_PER_MINUTE))
-            )
+        world = World(world_rng, ids, org)
+        pending = world.pending
+        # (next wake-up, agent number, its life): the number breaks ties between equal times.
+        wakeups: list[tuple[int, int, Iterator[int]]] = []
+        for number, agent in enumerate(org.agents):
+            first = start + int(world_rng.random() * 30 * MICROS_PER_MINUTE)
+            life = agent_life(world, agent, first)
+            wakeups.append((next(life), number, life))
+        heapq.heapify(wakeups)
         injector = ChainInjector(world, config.attack_rate, SCENARIO_SPECS)
 
         late_fraction = config.late_fraction
         duplicate_fraction = config.duplicate_fraction
-        delayed: list[tuple[int, int, str]] = []
-        labels_due: dict[int, Label] = {}  # heap order of a chain's last event -> its label
-        committed = 0  # events emitted, held back, or promised by a chain already scheduled
+        late_in = _events_until_next(delivery, late_fraction)
+        duplicate_in = _events_until_next(delivery, duplicate_fraction)
+        buckets: defaultdict[int, list[Scheduled]] = defaultdict(list)
+        delayed: list[tuple[int, int, str]] = []  # (release time, order, line)
+        next_release = _NEVER
+        order = 0
+        committed = 0  # events emitted, held back, or promised by a chain already injected
         chain_pending = 0
         pulled = 0
         next_chain_at = injector.next_gap()
+        labels: list[Label] = []
         last_micros = start
-
-        while heap:
-            t, popped, event, script = pop(heap)
-            if script is None:
-                chain_pending -= 1
-                assert event is not None  # chains never schedule wake-ups
-            else:
-                if committed >= budget:
-                    # Out of budget: background stops, scheduled chains still finish.
-                    if chain_pending == 0:
-                        break
-                    continue
-                following = next(script, None)
-                if following is not None:
-                    order += 1
-                    push(heap, (following[0], order, following[1], script))
-                if event is None:
-                    continue
-                committed += 1
-            pulled += 1
-            last_micros = t
-            if pulled == 1:
-                self.first_micros = t
-            while delayed and delayed[0][0] <= t:
-                yield pop(delayed)[2]
-            if late_fraction and delivery() < late_fraction:
-                self.late += 1
-                order += 1
-                release = t + _log_uniform(delivery(), _LATE_MIN, _LATE_MAX)
-                push(delayed, (release, order, event))
-            else:
-                release = t
-                yield event
-            if duplicate_fraction and delivery() < duplicate_fraction and committed < budget:
-                committed += 1
-                self.duplicates += 1
-                order += 1
-                again = release + _log_uniform(delivery(), _RETRY_MIN, _RETRY_MAX)
-                push(delayed, (again, order, event))
-            if script is None:
-                label = labels_due.pop(popped, None)
-                if label is not None:
-                    yield label
-            if pulled >= next_chain_at:
-                next_chain_at = pulled + injector.next_gap()
-                rate = pulled / max(1, t - start)
-                for plan in injector.inject(t, budget - committed, rate):
-                    committed += len(plan.events)
-                    chain_pending += len(plan.events)
-                    for when, chain_event in plan.events:
+        step = start // _STEP
+        while committed < budget or chain_pending:
+            horizon = (step + 1) * _STEP
+            if committed < budget:
+                # Generate every session that starts within this step before ordering its events.
+                while wakeups[0][0] < horizon:
+                    wake, number, life = wakeups[0]
+                    world.clock = wake
+                    heapq.heapreplace(wakeups, (next(life), number, life))
+                    for entry in pending:
+                        buckets[entry[0] // _STEP].append(entry)
+                    del pending[:]
+            bucket = buckets.pop(step, None)
+            if bucket:
+                bucket.sort(key=_time_of)  # stable: a session's events at one time keep order
+                if self.first_micros is None:
+                    self.first_micros = bucket[0][0]
+                out: list[str] = []
+                for t, line, tag in bucket:
+                    if t >= next_release:
+                        while delayed and delayed[0][0] <= t:
+                            out.append(heapq.heappop(delayed)[2])
+                        next_release = delayed[0][0] if delayed else _NEVER
+                    if tag is None:
+                        if committed >= budget:
+                            continue  # out of budget: background stops, injected chains finish
+                        committed += 1
+                    else:
+                        chain_pending -= 1
+                        if tag.label is not None:
+                            labels.append(tag.label)
+                    pulled += 1
+                    last_micros = t
+                    late_in -= 1
+                    if late_in:
+                        out.append(line)
+                        release = t
+                    else:
+                        late_in = _events_until_next(delivery, late_fraction)
+                        self.late += 1
                         order += 1
-                        push(heap, (when, order, chain_event, None))
-                    labels_due[order] = plan.label
+                        release = t + _log_uniform(delivery(), _LATE_MIN, _LATE_MAX)
+                        heapq.heappush(delayed, (release, order, line))
+                        next_release = min(next_release, release)
+                    duplicate_in -= 1
+                    if not duplicate_in:
+                        duplicate_in = _events_until_next(delivery, duplicate_fraction)
+                        if committed < budget:
+                            committed += 1
+                            self.duplicates += 1
+                            order += 1
+                            again = release + _log_uniform(delivery(), _RETRY_MIN, _RETRY_MAX)
+                            heapq.heappush(delayed, (again, order, line))
+                            next_release = min(next_release, again)
+                    if labels:
+                        yield out
+                        out = []
+                        yield from labels
+                        labels.clear()
+                if out:
+                    yield out
+            if committed < budget and pulled >= next_chain_at:
+                now = horizon - 1  # chains start after every event delivered so far
+                rate = pulled / max(1, now - start)
+                while pulled >= next_chain_at:
+                    next_chain_at += injector.next_gap()
+                    for plan in injector.inject(now, budget - committed, rate):
+                        committed += len(plan.events)
+                        chain_pending += len(plan.events)
+                        for entry in plan.events:
+                            buckets[entry[0] // _STEP].append(entry)
+            step += 1
         self.last_micros = last_micros
+        out = []
         while delayed:
-            yield pop(delayed)[2]
+            out.append(heapq.heappop(delayed)[2])
+        if out:
+            yield out
+
+
+def _events_until_next(rnd: Callable[[], float], fraction: float) -> int:
+    """Events to count until the next one that is picked with probability fraction (geometric)."""
+    if fraction <= 0.0:
+        return _NEVER
+    return 1 + int(math.log(1.0 - rnd()) / math.log(1.0 - fraction))
 
 
 def simulate(config: SimulationConfig) -> Iterator[Event | Label]:
@@ -200,15 +236,17 @@ def simulate(config: SimulationConfig) -> Iterator[Event | Label]:
         if isinstance(item, Label):
             yield item
         else:
-            yield loads(item)
+            for line in item:
+                yield loads(line)
 
 
 def iter_events(config: SimulationConfig) -> Iterator[Event]:
     """Yield only the events, in arrival order, as JSON-ready dicts."""
     loads = orjson.loads
     for item in _Engine(config).run():
-        if type(item) is str:
-            yield loads(item)
+        if not isinstance(item, Label):
+            for line in item:
+                yield loads(line)
 
 
 def _open_output(stack: ExitStack, target: IO[bytes] | Path) -> IO[bytes]:
@@ -240,17 +278,15 @@ def write_sample(
         events_file = _open_output(stack, events_out)
         labels_file = _open_output(stack, labels_out) if labels_out is not None else None
         batch: list[str] = []
-        append = batch.append
         for item in engine.run():
-            if type(item) is str:
-                append(item)
+            if not isinstance(item, Label):
+                batch += item
                 if len(batch) >= _WRITE_BATCH:
                     lines += len(batch)
-                    append("")  # for the newline after the last line
+                    batch.append("")  # for the newline after the last line
                     events_file.write("\n".join(batch).encode())
                     batch.clear()
                 continue
-            assert isinstance(item, Label)
             labels += 1
             if item.negative:
                 negative += 1
@@ -260,7 +296,7 @@ def write_sample(
                 labels_file.write(orjson.dumps(item.to_json(), option=orjson.OPT_APPEND_NEWLINE))
         if batch:
             lines += len(batch)
-            append("")
+            batch.append("")
             events_file.write("\n".join(batch).encode())
     first, last = engine.first_micros, engine.last_micros
     return SampleStats(

@@ -1,16 +1,16 @@
-"""Small reusable steps that background scripts and attack chains are built from."""
+"""Small reusable steps that background scripts and attack chains are built from.
+
+Each step appends its events to the session's sink and returns the time it finished.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from .org import Agent
-from .session import Delegation, Session, Steps, World
+from .session import Delegation, Op, Session, World
 
 __all__ = ["Op", "approved", "call", "human", "llm_step", "open_session", "pick"]
-
-Op = tuple[str, str, str]
-"""(category, action, scope_used) of one kind of action."""
 
 _ERRORS_FAILURE = (
     "HTTP 503 Service Unavailable",
@@ -40,43 +40,43 @@ def call(
     *,
     fail_rate: float = 0.0,
     max_attempts: int = 3,
-) -> Steps:
+) -> int:
     """Perform op, retrying failures with exponential backoff; return the finishing time.
 
     The returned time is negative when every attempt failed.
     """
     rnd = world.rnd
-    category, action, scope = op
-    resource = fields.get("resource")
-    key = resource if isinstance(resource, str) else None
     for attempt in range(max_attempts):
         t += world.tool_latency()
-        if fail_rate and rnd() < fail_rate and world.may_fail(s.agent_id, action, key, t):
-            if rnd() < 0.5:
-                outcome, error = "failure", pick(world, _ERRORS_FAILURE)
-            else:
-                outcome, error = "error", pick(world, _ERRORS_ERROR)
-            yield t, s.act(t, category, action, scope, fields, outcome=outcome, error=error)
-            # Exponential backoff with jitter: about 1 s, 2 s, 4 s.
-            t += int((1 << attempt) * (0.8 + 0.4 * rnd()) * 1_000_000)
-            continue
-        yield t, s.act(t, category, action, scope, fields)
+        if fail_rate and rnd() < fail_rate:
+            resource = fields.get("resource")
+            key = resource if isinstance(resource, str) else None
+            if world.may_fail(s.agent_id, op[1], key, t):
+                if rnd() < 0.5:
+                    outcome, error = "failure", pick(world, _ERRORS_FAILURE)
+                else:
+                    outcome, error = "error", pick(world, _ERRORS_ERROR)
+                s.act(t, op, fields, outcome=outcome, error=error)
+                # Exponential backoff with jitter: about 1 s, 2 s, 4 s.
+                t += int((1 << attempt) * (0.8 + 0.4 * rnd()) * 1_000_000)
+                continue
+        s.act(t, op, fields)
         return t
     return -t
 
 
 def approved(
     world: World, s: Session, t: int, resource: str, role: str, *, reason: str, deny: float = 0.05
-) -> Steps:
+) -> int:
     """Ask a person with role to approve resource; return the grant time, negative if denied."""
     approver = human(world, role)
     t += world.think()
-    yield t, s.approval(t, "approval.request", resource, approver, reason)
+    s.approval(t, "approval.request", resource, approver, reason)
     t += world.human_wait()
     if world.rnd() < deny:
-        yield t, s.approval(t, "approval.deny", resource, approver, reason)
+        s.approval(t, "approval.deny", resource, approver, reason)
         return -t
-    yield t, s.approval(t, "approval.grant", resource, approver, reason)
+    s.approval(t, "approval.grant", resource, approver, reason)
     return t
 
 
@@ -86,7 +86,8 @@ def open_session(world: World, agent: Agent, delegation: Delegation | None) -> S
     return Session(world, agent, agent.credential, on_behalf_of, delegation)
 
 
-def llm_step(world: World, s: Session, t: int, untrusted: bool = False) -> tuple[int, str]:
-    """Think, then call the model; return the new time and the event."""
+def llm_step(world: World, s: Session, t: int, untrusted: bool = False) -> int:
+    """Think, then call the model; return the new time."""
     t += world.think() + world.llm_latency()
-    return t, s.llm(t, untrusted)
+    s.llm(t, untrusted)
+    return t
