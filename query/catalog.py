@@ -31,7 +31,15 @@ from ledger.layout import segments_in_force
 from ledger.schema import SEGMENT_SCHEMA
 from ledger.segments import STATISTICS_COLUMNS, SegmentFile
 
-__all__ = ["VIEW_NAMES", "VIEW_TYPES", "CatalogLimits", "catalog", "connect"]
+__all__ = [
+    "VIEW_NAMES",
+    "VIEW_TYPES",
+    "CatalogLimits",
+    "CatalogSession",
+    "catalog",
+    "catalog_session",
+    "connect",
+]
 
 # Constant view definitions, parsed by sqlglot; the relations they read are registered objects.
 # _rows is every stored row: the segments and the acknowledged events not yet flushed to one.
@@ -171,18 +179,59 @@ class _Cached:
     state: tuple[object, ...]
     connection: duckdb.DuckDBPyConnection
     lock: threading.Lock = field(default_factory=threading.Lock)
+    relations: OrderedDict[str, duckdb.DuckDBPyRelation] = field(default_factory=OrderedDict)
 
 
 _CACHE: dict[tuple[str, int | None, CatalogLimits], _Cached] = {}
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 16
+_RELATIONS_SIZE = 256
+
+
+class CatalogSession:
+    """A catalog connection checked out for one query, and the relations already bound on it."""
+
+    def __init__(self, cached: _Cached) -> None:
+        self._cached = cached
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The locked-down connection."""
+        return self._cached.connection
+
+    def relation(self, sql: str) -> duckdb.DuckDBPyRelation | None:
+        """A lazy relation over ``sql`` (None if it returns no rows), bound once per catalog.
+
+        Making a relation binds the statement, and running it binds it again: for a query asked
+        again, the first bind is spent only once. The relation runs afresh on every read.
+        """
+        relations = self._cached.relations
+        relation = relations.get(sql)
+        if relation is not None:
+            relations.move_to_end(sql)
+            return relation
+        relation = self._cached.connection.sql(sql)
+        if relation is not None:
+            relations[sql] = relation
+            if len(relations) > _RELATIONS_SIZE:
+                relations.popitem(last=False)
+        return relation
 
 
 @contextmanager
 def catalog(
     ledger: Ledger, limits: CatalogLimits | None = None, as_of: int | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A catalog connection for one query, reused while the ledger's files are unchanged.
+    """A catalog connection for one query, reused while the ledger's files are unchanged."""
+    with catalog_session(ledger, limits, as_of) as session:
+        yield session.connection
+
+
+@contextmanager
+def catalog_session(
+    ledger: Ledger, limits: CatalogLimits | None = None, as_of: int | None = None
+) -> Iterator[CatalogSession]:
+    """The catalog for one query, reused while the ledger's files are unchanged.
 
     Building the catalog (listing segments, reading WAL tails and checkpoints) costs more than
     a small query; a long-running process asking many questions pays it once per change.
@@ -201,7 +250,7 @@ def catalog(
                 _CACHE.clear()
             cached = _CACHE[key] = _Cached(state, connect(ledger, limits, as_of))
     with cached.lock:
-        yield cached.connection
+        yield CatalogSession(cached)
 
 
 def _ledger_state(ledger: Ledger) -> tuple[object, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -15,7 +16,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 
 from ledger import Ledger
 
-from .catalog import VIEW_NAMES, VIEW_TYPES, CatalogLimits, catalog
+from .catalog import VIEW_NAMES, VIEW_TYPES, CatalogLimits, CatalogSession, catalog_session
 from .errors import QueryError, QueryTimeoutError
 from .guard import check_read_only
 
@@ -78,8 +79,21 @@ def _variant_text(node: exp.Expr) -> exp.Expr:
     return node
 
 
+# Guarding and transpiling a text is a pure function of the text and its dialect, and costs more
+# than a small query; a process asking the same questions again pays it once. Refusals raise,
+# so they are never cached: a refused text is judged afresh each time.
+_TRANSPILED_SIZE = 1024
+_CACHED_TEXT_LENGTH = 16_384  # longer texts are rarely asked twice; they would crowd the cache
+
+
 def transpile(query: str, dialect: str = "duckdb") -> str:
     """The DuckDB text of one guarded read-only query written in ``dialect``."""
+    if len(query) > _CACHED_TEXT_LENGTH:
+        return _guard_and_transpile(query, dialect)
+    return _cached_transpile(query, dialect)
+
+
+def _guard_and_transpile(query: str, dialect: str) -> str:
     statement = check_read_only(query, dialect, tables=VIEW_NAMES)
     if dialect != "duckdb":
         # Typed, so e.g. postgres integer division stays integer division in DuckDB.
@@ -89,6 +103,9 @@ def transpile(query: str, dialect: str = "duckdb") -> str:
         return statement.sql("duckdb", unsupported_level=ErrorLevel.RAISE)
     except UnsupportedError as err:
         raise QueryError(f"cannot translate from {dialect}: {err}") from None
+
+
+_cached_transpile = functools.lru_cache(maxsize=_TRANSPILED_SIZE)(_guard_and_transpile)
 
 
 def run_sql(
@@ -107,22 +124,22 @@ def run_sql(
     """
     duck_sql = transpile(query, dialect)
     started = time.perf_counter()
-    with catalog(ledger, limits, as_of) as connection:
-        return _run(connection, duck_sql, max_rows, timeout, consume, started)
+    with catalog_session(ledger, limits, as_of) as session:
+        return _run(session, duck_sql, max_rows, timeout, consume, started)
 
 
 def _run(
-    connection: duckdb.DuckDBPyConnection,
+    session: CatalogSession,
     duck_sql: str,
     max_rows: int,
     timeout: float,
     consume: Consumer | None,
     started: float,
 ) -> SqlResult:
-    deadline = _Deadline(connection, timeout)
+    deadline = _Deadline(session.connection, timeout)
     limit = _Limit(max_rows)
     try:
-        relation = connection.sql(duck_sql)
+        relation = session.relation(duck_sql)
         if relation is None:  # pragma: no cover - the guard admits only queries
             raise QueryError("the statement returned no rows")
         reader = relation.to_arrow_reader(batch_size=min(max_rows + 1, 65536))

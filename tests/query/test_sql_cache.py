@@ -1,0 +1,93 @@
+"""What is kept between queries: guarded texts, catalogs and their bound relations.
+
+A process asking the same question again skips the guard's parse, the catalog build and the
+statement's first bind. None of that may change an answer or let a refused statement through:
+refusals are judged afresh every time, a dialect is part of what a text means, and a repeated
+query still sees events appended since it last ran.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from query import Ledger, QueryError, QueryRefusedError, run_sql
+from query.sql import transpile
+
+
+def _event(i: int) -> dict[str, Any]:
+    return {
+        "event_id": f"evt-{i:04d}",
+        "time": f"2026-03-01T10:00:{i % 60:02d}Z",
+        "agent_id": f"agent-{i % 3}",
+        "category": "tool",
+        "action": "tool.call",
+    }
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    Ledger.init(tmp_path / "ledger")
+    with Ledger.open(tmp_path / "ledger") as store:
+        store.append([_event(i) for i in range(6)])
+    return Ledger.open(tmp_path / "ledger")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "COPY (SELECT 1) TO '/tmp/out.csv'",
+        "SELECT * FROM read_parquet('/tmp/x.parquet')",
+        "SELECT 1; DROP VIEW events",
+        "SELECT * FROM _rows",
+    ],
+)
+def test_a_refused_statement_is_refused_every_time(ledger: Ledger, statement: str) -> None:
+    for _ in range(3):
+        with pytest.raises(QueryRefusedError):
+            run_sql(ledger, statement)
+
+
+def test_a_refused_statement_longer_than_the_cache_takes_is_still_refused(ledger: Ledger) -> None:
+    padding = "/*" + "x" * 20_000 + "*/"
+    for _ in range(2):
+        with pytest.raises(QueryRefusedError):
+            run_sql(ledger, f"SELECT 1 {padding}; DROP VIEW events")
+
+
+def test_a_long_query_still_answers(ledger: Ledger) -> None:
+    padding = "/*" + "x" * 20_000 + "*/"
+    table = ledger.sql(f"SELECT count(*) AS n FROM events {padding}")
+    assert table.to_pylist() == [{"n": 6}]
+
+
+def test_the_same_text_in_two_dialects_keeps_each_meaning(ledger: Ledger) -> None:
+    query = "SELECT 7 / 2 AS x"
+    assert ledger.sql(query).to_pylist() == [{"x": 3.5}]
+    assert ledger.sql(query, dialect="postgres").to_pylist() == [{"x": 3}]
+    assert ledger.sql(query).to_pylist() == [{"x": 3.5}]
+    assert transpile(query) != transpile(query, "postgres")
+
+
+def test_a_repeated_query_sees_events_appended_since(tmp_path: Path) -> None:
+    path = tmp_path / "ledger"
+    Ledger.init(path)
+    store = Ledger.open(path)
+    reader = Ledger.open(path)
+    query = "SELECT count(*) AS n, max(seq) AS last FROM events"
+    try:
+        for appended in range(1, 4):
+            store.append([_event(appended)])
+            assert reader.sql(query).to_pylist() == [{"n": appended, "last": appended - 1}]
+            assert reader.sql(query).to_pylist() == [{"n": appended, "last": appended - 1}]
+    finally:
+        store.close()
+    assert reader.sql(query).to_pylist() == [{"n": 3, "last": 2}]
+
+
+def test_a_query_that_fails_to_bind_fails_every_time(ledger: Ledger) -> None:
+    for _ in range(2):
+        with pytest.raises(QueryError, match="no_such_column"):
+            ledger.sql("SELECT no_such_column FROM events")
