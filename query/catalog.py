@@ -180,6 +180,8 @@ class _Cached:
     connection: duckdb.DuckDBPyConnection
     lock: threading.Lock = field(default_factory=threading.Lock)
     relations: OrderedDict[str, duckdb.DuckDBPyRelation] = field(default_factory=OrderedDict)
+    retired: bool = False  # replaced in the cache: closed once no query is using it
+    closed: bool = False
 
 
 _CACHE: dict[tuple[str, int | None, CatalogLimits], _Cached] = {}
@@ -238,19 +240,51 @@ def catalog_session(
     """
     limits = limits or CatalogLimits()
     key = (str(ledger.root.resolve()), as_of, limits)
+    while True:
+        cached = _current(ledger, key)
+        try:
+            with cached.lock:
+                if cached.closed:
+                    continue  # replaced and closed while this query waited for it
+                yield CatalogSession(cached)
+                return
+        finally:
+            _close_if_retired(cached)
+
+
+def _current(ledger: Ledger, key: tuple[str, int | None, CatalogLimits]) -> _Cached:
+    """The cached catalog for ``key``, built afresh if the ledger's files changed."""
     state = _ledger_state(ledger)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
-        if cached is None or cached.state != state:
-            if cached is not None:
+        if cached is not None and cached.state == state:
+            return cached
+        _, as_of, limits = key
+        fresh = _Cached(state, connect(ledger, limits, as_of))
+        replaced = [cached] if cached is not None else []
+        if cached is None and len(_CACHE) >= _CACHE_SIZE:
+            replaced += _CACHE.values()
+            _CACHE.clear()
+        _CACHE[key] = fresh
+        for stale in replaced:
+            stale.retired = True
+    for stale in replaced:
+        _close_if_retired(stale)
+    return fresh
+
+
+def _close_if_retired(cached: _Cached) -> None:
+    """Close a replaced catalog unless a query holds it; that query closes it when it ends.
+
+    DuckDB refuses to close a connection another thread is running a statement on.
+    """
+    if cached.retired and not cached.closed and cached.lock.acquire(blocking=False):
+        try:
+            if not cached.closed:
+                cached.closed = True
                 cached.connection.close()
-            if len(_CACHE) >= _CACHE_SIZE:
-                for stale in _CACHE.values():
-                    stale.connection.close()
-                _CACHE.clear()
-            cached = _CACHE[key] = _Cached(state, connect(ledger, limits, as_of))
-    with cached.lock:
-        yield CatalogSession(cached)
+        finally:
+            cached.lock.release()
 
 
 def _ledger_state(ledger: Ledger) -> tuple[object, ...]:

@@ -8,12 +8,14 @@ query still sees events appended since it last ran.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from query import Ledger, QueryError, QueryRefusedError, run_sql
+from query import Ledger, QueryError, QueryRefusedError, QueryTimeoutError, run_sql
 from query.sql import transpile
 
 
@@ -91,3 +93,36 @@ def test_a_query_that_fails_to_bind_fails_every_time(ledger: Ledger) -> None:
     for _ in range(2):
         with pytest.raises(QueryError, match="no_such_column"):
             ledger.sql("SELECT no_such_column FROM events")
+
+
+def test_a_catalog_replaced_while_a_query_runs_on_it_is_closed_after(tmp_path: Path) -> None:
+    path = tmp_path / "ledger"
+    Ledger.init(path)
+    store = Ledger.open(path)
+    reader = Ledger.open(path)
+    heavy = "SELECT count(*) AS n FROM range(30000) a, range(30000) b WHERE a.range + b.range = 7"
+    outcome: list[BaseException | None] = []
+    started = threading.Event()
+
+    def long_query() -> None:
+        started.set()
+        try:
+            run_sql(reader, heavy, timeout=1.5)
+            outcome.append(None)
+        except BaseException as err:  # reported to the main thread, which asserts on it
+            outcome.append(err)
+
+    try:
+        store.append([_event(0)])
+        reader.sql("SELECT 1 AS one FROM events")  # the catalog the long query will use
+        worker = threading.Thread(target=long_query)
+        worker.start()
+        started.wait()
+        time.sleep(0.3)
+        store.append([_event(1)])  # the next query needs a new catalog
+        assert reader.sql("SELECT count(*) AS n FROM events").to_pylist() == [{"n": 2}]
+        worker.join()
+    finally:
+        store.close()
+    assert len(outcome) == 1
+    assert outcome[0] is None or isinstance(outcome[0], QueryTimeoutError)
