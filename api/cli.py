@@ -21,6 +21,7 @@ import orjson
 import pyarrow as pa
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ledger import (
     InputFormatError,
@@ -40,7 +41,9 @@ from query.catalog import catalog
 from query.eql import EqlResult, EventSource, ledger_source, load_file
 from query.eql import explain as explain_eql
 from query.eql import parse as parse_eql
+from query.eql.engine import DEFAULT_SIZE
 from query.eql.engine import execute as execute_eql
+from query.eql.fetch import Fetcher, ledger_fetcher, table_fetcher
 
 from .eql_output import EQL_FORMATS, print_eql
 from .output import TABLE_FORMATS, print_records, print_table, write_batches
@@ -73,7 +76,7 @@ T = TypeVar("T")
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -317,7 +320,14 @@ def eql(
     tiebreaker: Annotated[
         str | None, typer.Option(help="With --input: the field that orders equal times.")
     ] = None,
-    max_rows: Annotated[int, typer.Option(help="Result limit; truncation is reported.")] = 10_000,
+    size: Annotated[
+        int,
+        typer.Option(
+            "--size",
+            "--max-rows",
+            help="Results to show, as Elasticsearch's size; the rest are counted.",
+        ),
+    ] = DEFAULT_SIZE,
     max_samples_per_key: Annotated[int, typer.Option(help="Samples per join key.")] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds before the query is interrupted.")] = 60.0,
     as_of: Annotated[
@@ -328,26 +338,34 @@ def eql(
     _check_format(format, EQL_FORMATS)
     parsed = _guarded(lambda: parse_eql(query))
 
-    def run_on(connection: Any, source: EventSource) -> EqlResult | None:
+    if size < 1:
+        _fail("--size must be at least 1", 2)
+    if input is not None and not input.is_file():
+        _fail(f"--input {input}: no such file", 2)
+
+    def run_on(connection: Any, source: EventSource, fetch: Fetcher) -> EqlResult | None:
         if explain:
             console.print(explain_eql(parsed, source, dialect), highlight=False, soft_wrap=True)
             return None
-        return execute_eql(connection, source, parsed, max_rows, timeout, max_samples_per_key)
+        return execute_eql(connection, source, parsed, fetch, size, timeout, max_samples_per_key)
 
     def run() -> EqlResult | None:
         if input is not None:
             connection, source = load_file(input, category_field, time_field, tiebreaker)
             with connection:
-                return run_on(connection, source)
-        with catalog(Ledger.open(_ledger_path(ledger)), as_of=as_of) as connection:
-            return run_on(connection, ledger_source(connection))
+                return run_on(connection, source, table_fetcher(connection, source))
+        opened = Ledger.open(_ledger_path(ledger))
+        with catalog(opened, as_of=as_of) as connection:
+            return run_on(connection, ledger_source(connection), ledger_fetcher(opened))
 
     result = _guarded(run)
     if result is None:
         return
     print_eql(result, format, console)
     if result.truncated:
-        errors.print(f"[yellow]note:[/] output truncated at {max_rows:,} results (--max-rows)")
+        errors.print(
+            f"[yellow]note:[/] showing {size:,} of {result.total:,} results (--size to see more)"
+        )
 
 
 @app.command(name="checkpoint")

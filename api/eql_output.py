@@ -12,12 +12,18 @@ from rich.table import Table
 
 from query.eql import EqlResult
 
-from .output import json_default, print_table
+from .output import cell_text, json_default, print_table
 
 __all__ = ["EQL_FORMATS", "print_eql"]
 
 EQL_FORMATS = ("table", "json", "jsonl")
 _JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+_NOUNS = {
+    "events": ("event", "events"),
+    "sequences": ("sequence", "sequences"),
+    "samples": ("sample", "samples"),
+    "counts": ("count row", "count rows"),
+}
 _SUMMARY_FIELDS = ("time", "category", "action", "agent_id", "outcome", "resource", "event_id")
 
 
@@ -62,12 +68,10 @@ def _sequence_table(result: EqlResult) -> Table:
             if "missing" in event:
                 view.add_row(str(number), str(step), keys, "(missing)", *[""] * (len(fields) - 1))
             else:
-                view.add_row(str(number), str(step), keys, *[_cell(event.get(f)) for f in fields])
+                view.add_row(
+                    str(number), str(step), keys, *[cell_text(event.get(f)) for f in fields]
+                )
     return view
-
-
-def _cell(value: object) -> str:
-    return "" if value is None else str(value)
 
 
 def print_eql(
@@ -87,8 +91,9 @@ def print_eql(
             fields = _summary_fields(list(result.events))
             rows = [{f: e.get(f) for f in fields} for e in result.events]
             print_table(pa.Table.from_pylist(rows) if rows else pa.table({}), console)
-        noun = result.kind if result.kind != "counts" else "count rows"
-        console.print(f"{len(_objects(result))} {noun} in {result.seconds * 1000:.0f} ms")
+        shown = len(_objects(result))
+        noun = _NOUNS[result.kind][shown != 1]
+        console.print(f"{shown} {noun} in {result.seconds * 1000:.0f} ms")
         return
     objects = _objects(result)
     if fmt == "jsonl":

@@ -20,6 +20,7 @@ from rich.table import Table
 __all__ = [
     "TABLE_FORMATS",
     "BatchWriter",
+    "cell_text",
     "json_default",
     "print_records",
     "print_table",
@@ -102,7 +103,7 @@ class BatchWriter:
         table = pa.Table.from_batches([batch])
         if self.fmt == "csv":
             for values in _positional_rows(table):
-                self._csv.writerow([_csv_cell(v) for v in values])
+                self._csv.writerow([cell_text(v) for v in values])
             return
         for row in _json_ready(table):
             text = orjson.dumps(row, default=json_default, option=_JSON_OPTIONS)
@@ -164,7 +165,7 @@ class _TextSink:
         return self._stream.write(text.encode("utf-8"))
 
 
-def _csv_cell(value: object) -> str:
+def cell_text(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, pa.MonthDayNano):
@@ -186,7 +187,7 @@ def print_table(table: pa.Table, console: Console, title: str | None = None) -> 
     for name in table.column_names:
         view.add_column(name, overflow="fold")
     for row in _positional_rows(table):
-        view.add_row(*(_csv_cell(v) for v in row))
+        view.add_row(*(cell_text(v) for v in row))
     console.print(view)
 
 

@@ -9,8 +9,8 @@ import pyarrow as pa
 
 from ledger import Ledger as StoredLedger
 
-from .errors import QueryError
 from .eql import EqlResult, run_eql
+from .errors import QueryError
 from .sql import DEFAULT_MAX_ROWS, run_sql
 
 __all__ = ["Ledger"]
@@ -29,11 +29,12 @@ class Ledger(StoredLedger):
         """Answer a read-only query as an Arrow table; ``as_of`` pins it to a signed checkpoint."""
         return run_sql(self, query, dialect, max_rows, as_of=as_of).table
 
-    def eql(
-        self, query: str, max_rows: int = DEFAULT_MAX_ROWS, as_of: int | None = None
-    ) -> EqlResult:
-        """Answer an EQL query (event, sequence, sample or join) over the ``events`` view."""
-        return run_eql(self, query, max_rows, as_of=as_of)
+    def eql(self, query: str, size: int = 1000, as_of: int | None = None) -> EqlResult:
+        """Answer an EQL query (event, sequence, sample or join) over the ``events`` view.
+
+        Every match is found; the first ``size`` come back with their whole events.
+        """
+        return run_eql(self, query, size, as_of=as_of)
 
     def pl(self, query: str, **options: Any) -> pl.DataFrame:
         """Answer a read-only query as a polars DataFrame (same options as ``sql``)."""

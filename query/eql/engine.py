@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 import pyarrow as pa
-import sqlglot.expressions as exp
 
 from ledger import Ledger
 
@@ -18,13 +17,23 @@ from ..catalog import catalog
 from ..errors import QueryError, QueryTimeoutError
 from ..sql import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT, _Deadline
 from .ast import Query
+from .fetch import Fetcher, ledger_fetcher, table_fetcher
 from .inputs import ledger_source, load_file, load_records
 from .parser import parse
-from .plan import Plan, compile_query
+from .plan import LOCATOR, compile_query
 from .sequence import PATH, SequenceColumns
 from .source import EventSource
 
-__all__ = ["EqlResult", "SequenceMatch", "explain", "run_eql", "run_eql_file", "run_eql_records"]
+__all__ = [
+    "DEFAULT_SIZE",
+    "EqlResult",
+    "SequenceMatch",
+    "execute",
+    "explain",
+    "run_eql",
+    "run_eql_file",
+    "run_eql_records",
+]
 
 
 @dataclass(frozen=True)
@@ -42,17 +51,21 @@ class SequenceMatch:
 
 @dataclass(frozen=True)
 class EqlResult:
-    """What a query returned: events, sequences/samples, or counts; and whether rows were cut."""
+    """What a query returned: events, sequences/samples, or counts.
+
+    ``total`` is how many results the query has; the first ``size`` are returned with their whole
+    events, and ``truncated`` says whether some were left out.
+    """
 
     kind: str
     events: tuple[dict[str, Any], ...] = ()
     row_ids: tuple[Any, ...] = ()
     sequences: tuple[SequenceMatch, ...] = ()
     counts: tuple[dict[str, Any], ...] = ()
+    total: int = 0
     truncated: bool = False
     seconds: float = 0.0
     sql: str = ""
-    table: pa.Table | None = field(default=None, compare=False)
 
     def to_json(self) -> list[dict[str, Any]]:
         """The results as JSON-ready objects."""
@@ -72,10 +85,13 @@ def explain(query: str | Query, source: EventSource, dialect: str = "duckdb") ->
     return compile_query(_parse(query), source).sql(dialect, inline=True, pretty=True)
 
 
+DEFAULT_SIZE = 10
+
+
 def run_eql(
     ledger: Ledger,
     query: str | Query,
-    max_rows: int = DEFAULT_MAX_ROWS,
+    size: int = 1000,
     timeout: float = DEFAULT_TIMEOUT,
     as_of: int | None = None,
 ) -> EqlResult:
@@ -83,7 +99,7 @@ def run_eql(
     parsed = _parse(query)
     with catalog(ledger, as_of=as_of) as connection:
         source = ledger_source(connection)
-        return execute(connection, source, parsed, max_rows, timeout)
+        return execute(connection, source, parsed, ledger_fetcher(ledger), size, timeout)
 
 
 def run_eql_records(
@@ -94,13 +110,16 @@ def run_eql_records(
     time_field: str = "time",
     tiebreaker: str | None = None,
     max_samples_per_key: int = 1,
-    max_rows: int = DEFAULT_MAX_ROWS,
+    size: int = DEFAULT_MAX_ROWS,
 ) -> EqlResult:
     """Answer an EQL query over in-memory records; row ids are their positions in ``records``."""
     parsed = _parse(query)
     connection, source = load_records(records, category_field, time_field, tiebreaker)
     with connection:
-        return execute(connection, source, parsed, max_rows, DEFAULT_TIMEOUT, max_samples_per_key)
+        fetch = table_fetcher(connection, source)
+        return execute(
+            connection, source, parsed, fetch, size, DEFAULT_TIMEOUT, max_samples_per_key
+        )
 
 
 def run_eql_file(
@@ -111,37 +130,45 @@ def run_eql_file(
     time_field: str = "time",
     tiebreaker: str | None = None,
     max_samples_per_key: int = 1,
-    max_rows: int = DEFAULT_MAX_ROWS,
+    size: int = DEFAULT_MAX_ROWS,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> EqlResult:
     """Answer an EQL query over a JSONL, JSON, Parquet or CSV file; row ids are row numbers."""
     parsed = _parse(query)
     connection, source = load_file(path, category_field, time_field, tiebreaker)
     with connection:
-        return execute(connection, source, parsed, max_rows, timeout, max_samples_per_key)
+        fetch = table_fetcher(connection, source)
+        return execute(connection, source, parsed, fetch, size, timeout, max_samples_per_key)
 
 
 def execute(
     connection: duckdb.DuckDBPyConnection,
     source: EventSource,
     query: Query,
-    max_rows: int,
+    fetch: Fetcher,
+    size: int,
     timeout: float,
     max_samples_per_key: int = 1,
 ) -> EqlResult:
-    """Compile ``query`` for ``source`` and run it on ``connection``."""
+    """Find every match of ``query`` on ``connection``; read whole events for the first ``size``."""
     started = time.perf_counter()
     plan = compile_query(query, source, max_samples_per_key)
     table = _fetch(connection, plan.sql("duckdb"), list(plan.parameters), timeout)
-    truncated = table.num_rows > max_rows
-    table = table.slice(0, max_rows)
-    shaped = _shape(connection, source, plan, table, timeout)
+    total = table.num_rows
+    shown = table.slice(0, size)
+    if plan.kind == "counts":
+        shaped: dict[str, Any] = {"counts": tuple(shown.to_pylist())}
+    elif plan.kind == "events":
+        shaped = _events(source, shown, fetch)
+    else:
+        assert plan.sequence is not None
+        shaped = {"sequences": _matches(source, plan.sequence, shown, fetch)}
     return EqlResult(
         kind=plan.kind,
-        truncated=truncated,
+        total=total,
+        truncated=total > size,
         seconds=time.perf_counter() - started,
         sql=plan.sql("duckdb", inline=True, pretty=True),
-        table=table,
         **shaped,
     )
 
@@ -161,59 +188,31 @@ def _fetch(
 
 
 def _visible(source: EventSource, row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in source.hidden and not k.startswith("__")}
+    return {k: v for k, v in row.items() if k not in source.hidden}
 
 
-def _shape(
-    connection: duckdb.DuckDBPyConnection,
-    source: EventSource,
-    plan: Plan,
-    table: pa.Table,
-    timeout: float,
-) -> dict[str, Any]:
-    if plan.kind == "counts":
-        return {"counts": tuple(table.to_pylist())}
-    if plan.kind == "events":
-        rows = table.to_pylist()
-        return {
-            "events": tuple(_visible(source, r) for r in rows),
-            "row_ids": tuple(r[source.id_column] for r in rows),
-        }
-    assert plan.sequence is not None
-    return {"sequences": _matches(connection, source, plan.sequence, table, timeout)}
+def _events(source: EventSource, table: pa.Table, fetch: Fetcher) -> dict[str, Any]:
+    locators = table.column(LOCATOR).to_pylist()
+    found = fetch(locators)
+    rows = [found[source.locator_key(locator)] for locator in locators]
+    events = [_visible(source, row) for row in rows]
+    if "count" in table.column_names:
+        for event, count in zip(events, table.column("count").to_pylist(), strict=True):
+            event["count"] = count
+    return {"events": tuple(events), "row_ids": tuple(r[source.id_column] for r in rows)}
 
 
 def _matches(
-    connection: duckdb.DuckDBPyConnection,
-    source: EventSource,
-    columns: SequenceColumns,
-    table: pa.Table,
-    timeout: float,
+    source: EventSource, columns: SequenceColumns, table: pa.Table, fetch: Fetcher
 ) -> tuple[SequenceMatch, ...]:
     paths = table.column(PATH).to_pylist()
     keys = [table.column(i).to_pylist() for i in range(columns.key_count)]
-    wanted = sorted({i for path in paths for i in path}, key=str)
-    events = _events_by_id(connection, source, wanted, timeout)
+    found = fetch([locator for path in paths for locator in path])
     matches = []
     for row, path in enumerate(paths):
-        found = iter(path)
-        ids = tuple(None if missing else next(found) for missing in columns.missing)
-        shown = tuple({"missing": True} if i is None else events[i] for i in ids)
+        located = iter(found[source.locator_key(locator)] for locator in path)
+        rows = [None if missing else next(located) for missing in columns.missing]
+        ids = tuple(None if r is None else r[source.id_column] for r in rows)
+        shown = tuple({"missing": True} if r is None else _visible(source, r) for r in rows)
         matches.append(SequenceMatch(tuple(k[row] for k in keys), ids, shown))
     return tuple(matches)
-
-
-def _events_by_id(
-    connection: duckdb.DuckDBPyConnection, source: EventSource, ids: list[Any], timeout: float
-) -> dict[Any, dict[str, Any]]:
-    if not ids:
-        return {}
-    id_column = source.column(source.id_column)
-    wanted = exp.Unnest(expressions=[exp.Parameter(this=exp.Literal.number(1))])
-    select = (
-        exp.select(exp.Star())
-        .from_(exp.to_table(source.table))
-        .where(exp.In(this=id_column, query=exp.select(wanted).subquery()))
-    )
-    table = _fetch(connection, select.sql("duckdb"), [ids], timeout)
-    return {r[source.id_column]: _visible(source, r) for r in table.to_pylist()}

@@ -52,7 +52,7 @@ def _filter_rows(
     columns = [exp.alias_(k.sql, KEY.format(i)) for i, k in enumerate(keys)]
     columns += [
         exp.alias_(exp.UnixMicros(this=order[0]), TIME),
-        exp.alias_(source.column(source.id_column), ID),
+        exp.alias_(source.locator(), ID),
         exp.alias_(rank, f"__n{name}"),
     ]
     return (

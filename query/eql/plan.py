@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import sqlglot
 import sqlglot.expressions as exp
 
 from .ast import Field, Join, Literal, Pipe, Query, Sample, Sequence
@@ -13,7 +14,9 @@ from .groups import compile_join, compile_sample
 from .sequence import SequenceColumns, compile_sequence
 from .source import EventSource, Kind
 
-__all__ = ["Plan", "compile_query"]
+__all__ = ["LOCATOR", "Plan", "compile_query"]
+
+LOCATOR = "__loc"
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,10 @@ class Plan:
 
     def sql(self, dialect: str = "duckdb", inline: bool = False, pretty: bool = False) -> str:
         """The statement's text in ``dialect``, with values inlined for display if asked."""
+        try:
+            sqlglot.Dialect.get_or_raise(dialect)
+        except ValueError:
+            raise EqlError(f"unknown SQL dialect {dialect!r}") from None
         statement: exp.Expr = self.statement
         if inline:
             statement = Parameters(list(self.parameters)).inline(statement)
@@ -59,7 +66,8 @@ def compile_query(query: Query, source: EventSource, max_samples_per_key: int = 
         where = exp.and_(
             exp.EQ(this=source.column(source.category_field), expression=category), where
         )
-    statement = exp.select(exp.Star()).from_(exp.to_table(source.table)).where(where)
+    located = exp.select(exp.Star(), exp.alias_(source.locator(), LOCATOR))
+    statement = located.from_(exp.to_table(source.table)).where(where)
     layers = _EventPipes(compiler, statement)
     for pipe in query.pipes:
         layers.apply(pipe)
@@ -131,6 +139,7 @@ class _EventPipes:
         self.order: list[tuple[exp.Expr, bool]] = [(k, False) for k in self.source.order_keys()]
         self.kind = "events"
         self.layer = 0
+        self.counted = False
 
     def wrap(self) -> exp.Select:
         self.layer += 1
@@ -173,6 +182,7 @@ class _EventPipes:
         number = exp.Window(this=exp.RowNumber(), partition_by=fields, order=order)
         layer = self.wrap().select(exp.alias_(number, "__n"), copy=False)
         if pipe.name == "unique_count":
+            self.counted = True
             total = exp.Window(this=exp.Count(this=exp.Star()), partition_by=fields)
             layer = layer.select(exp.alias_(total, "count"), copy=False)
         self.layer += 1
@@ -203,8 +213,12 @@ class _EventPipes:
         )
 
     def finish(self) -> exp.Select:
+        """The last layer: counts, or the located events in their final order."""
         if self.kind == "counts":
             return self.statement
-        if self.statement.args.get("order") is not None and self.layer == 0:
-            return self.statement
-        return self.wrap().order_by(*self.ordered())
+        columns: list[exp.Expr] = [exp.column(LOCATOR)]
+        if self.counted:
+            columns.append(exp.column("count"))
+        self.layer += 1
+        layer = exp.select(*columns).from_(self.statement.subquery(f"__p{self.layer}"))
+        return layer.order_by(*self.ordered())

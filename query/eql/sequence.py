@@ -151,7 +151,7 @@ class _Builder:
         columns: list[exp.Expr] = [
             exp.alias_(exp.UnixMicros(this=order[0]), TIME),
             *[exp.alias_(o, f"__o{i}") for i, o in enumerate(order[1:])],
-            exp.alias_(self.source.column(self.source.id_column), ID),
+            exp.alias_(self.source.locator(), ID),
         ]
         for i, typed in enumerate(self.step_keys(step)):
             columns.append(exp.alias_(typed.sql, KEY.format(i)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -95,6 +95,23 @@ class EventSource:
             names.append(self.tiebreaker)
         names.extend(self.order_columns)
         return [self.column(n) for n in names]
+
+    def locator(self) -> exp.Expr:
+        """The expression that finds one stored row again: the implicit order columns."""
+        if len(self.order_columns) == 1:
+            return self.column(self.order_columns[0])
+        fields = [
+            exp.PropertyEQ(this=exp.to_identifier(name), expression=self.column(name))
+            for name in self.order_columns
+        ]
+        return exp.Struct(expressions=fields)
+
+    def locator_key(self, value: object) -> Hashable:
+        """A locator value as returned by DuckDB, as a dictionary key."""
+        if isinstance(value, dict):
+            return tuple(value[name] for name in self.order_columns)
+        assert isinstance(value, Hashable)
+        return value
 
     def visible_columns(self) -> list[str]:
         """The columns a result shows."""
