@@ -6,7 +6,8 @@
   shared and per-step ``by``) are built at once as EQL text and as a spec for the reference
   matcher (reference.py, written from docs/eql.md); the engine must give the reference's answer.
 * Event queries: random conditions (``== != < <= > >=``, ``in``/``not in``/``in~``, ``:`` and
-  ``like``/``like~`` wildcards, a few string functions, ``and``/``or``/``not``, nulls) are built
+  ``like``/``like~`` wildcards, a few string functions, arithmetic with integer ``/``,
+  ``and``/``or``/``not``, nulls) are built
   as EQL text and as a three-valued Python evaluation (``None`` is EQL's null; only ``True``
   matches), with ``head``/``tail``/``filter`` pipes.
 
@@ -40,12 +41,15 @@ SETTINGS = {
 
 CATEGORIES = ("a", "b", "c")
 KEY_VALUES = ("x", "y", "x", "y", None)
+# Non-negative: an integer field mixing signs loads as DECIMAL and breaks integer ``/``
+# (test_conformance.py, xfail); floats carry the negative numbers instead.
 NUMBERS = (0, 1, 2, 3, None)
 # Values chosen to catch LIKE translation slips (``_`` and ``%`` are literal in EQL) and case.
 STRINGS = ("foo", "Foo", "FOO.exe", "bar", "", "a_c", "abc", "50%", "5x0", "f*o", None)
 STRING_LITERALS = ("foo", "Foo", "bar", "a_c", "abc", "50%", "", "f*o", "FOO.EXE")
 COLON_PATTERNS = ("foo", "f*", "*o", "F*O*", "a_c", "*%", "*.exe", "", "*", "f*o", "*_*")
 LIKE_PATTERNS = (*COLON_PATTERNS, "?oo", "a?c", "5?0", "???")
+FLOATS = (0.5, -1.5, 2.0, 0.0, None)
 BASE_MS = 1_700_000_000_000
 
 
@@ -157,6 +161,27 @@ def length_compare(op: str, value: int) -> Cond:
     return Cond(f"length(s) {op} {value}", fn)
 
 
+def _truncating(op: str, a: Any, b: Any) -> Any:
+    if op == "/":
+        if isinstance(a, int) and isinstance(b, int):
+            quotient = abs(a) // abs(b)
+            return quotient if (a < 0) == (b < 0) else -quotient
+        return a / b
+    if op == "%":
+        return a % b  # only used with a non-negative left side
+    return {"+": operator.add, "-": operator.sub, "*": operator.mul}[op](a, b)
+
+
+def arithmetic(field: str, op: str, operand: int, cmp: str, value: int) -> Cond:
+    """``field op operand cmp value``: integer ``/`` truncates toward zero (docs/eql.md)."""
+
+    def fn(r: Record) -> Tri:
+        v = r[field]
+        return None if v is None else _OPS[cmp](_truncating(op, v, operand), value)
+
+    return Cond(f"{field} {op} {operand} {cmp} {value}", fn)
+
+
 def conjunction(a: Cond, b: Cond) -> Cond:
     def fn(r: Record) -> Tri:
         x, y = a.fn(r), b.fn(r)
@@ -194,7 +219,17 @@ ops = st.sampled_from(tuple(_OPS))
 atoms = st.one_of(
     st.builds(compare, st.just("n"), ops, st.integers(0, 3)),
     st.builds(compare, st.just("s"), ops, st.sampled_from(STRING_LITERALS)),
-    st.builds(null_test, st.sampled_from(("n", "s")), st.booleans()),
+    st.builds(null_test, st.sampled_from(("n", "s", "f")), st.booleans()),
+    st.builds(compare, st.just("f"), ops, st.sampled_from((0, 0.5, -1.5, 2))),
+    st.builds(
+        arithmetic,
+        st.sampled_from(("n", "f")),
+        st.sampled_from(("+", "-", "*", "/")),
+        st.integers(1, 3),
+        ops,
+        st.integers(-2, 4),
+    ),
+    st.builds(arithmetic, st.just("n"), st.just("%"), st.integers(1, 3), ops, st.integers(0, 2)),
     st.builds(
         membership,
         st.just("n"),
@@ -287,6 +322,7 @@ def streams(draw: st.DrawFn, min_events: int = 1, max_events: int = 14) -> Strea
                 "j": draw(st.sampled_from(KEY_VALUES)),
                 "n": draw(st.sampled_from(NUMBERS)),
                 "s": draw(st.sampled_from(STRINGS)),
+                "f": draw(st.sampled_from(FLOATS)),
                 "tb": draw(st.integers(0, 3)),
             }
         )
@@ -296,6 +332,8 @@ def streams(draw: st.DrawFn, min_events: int = 1, max_events: int = 14) -> Strea
         records[0]["n"] = draw(st.integers(0, 3))
     if all(r["s"] is None for r in records):
         records[0]["s"] = draw(st.sampled_from(STRINGS[:-1]))
+    if all(r["f"] is None for r in records):
+        records[0]["f"] = draw(st.sampled_from(FLOATS[:-1]))
     tiebreaker = draw(st.sampled_from((None, "tb")))
     return Stream(records, tiebreaker, unit_ms)
 
@@ -422,7 +460,7 @@ def sequence_cases(draw: st.DrawFn) -> tuple[Stream, GenSequence]:
     return stream, draw(sequence_queries(stream.unit_ms))
 
 
-@settings(max_examples=350, **SETTINGS)
+@settings(max_examples=320, **SETTINGS)
 @given(sequence_cases())
 def test_sequences_agree_with_reference(case: tuple[Stream, GenSequence]) -> None:
     stream, query = case
@@ -479,7 +517,7 @@ def expected_events(query: GenEvents, stream: Stream) -> list[int]:
     return rows
 
 
-@settings(max_examples=200, **SETTINGS)
+@settings(max_examples=180, **SETTINGS)
 @given(streams(max_events=14), event_queries())
 def test_event_queries_agree_with_python(stream: Stream, query: GenEvents) -> None:
     result = run_engine(query.eql, stream)
