@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -37,30 +38,75 @@ class SqlResult:
     rows: int = 0
 
 
-class _Deadline:
-    """Interrupts a connection at its deadline, and keeps interrupting until the query ends.
+class _Watchdog:
+    """One thread keeping every query's deadline, rather than a thread started per query.
 
-    One interrupt sent before DuckDB starts executing is lost, so the watchdog repeats it.
+    Once a deadline passes it interrupts the connection, and again every few milliseconds until
+    the query ends: one interrupt sent before DuckDB starts executing is lost.
     """
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, seconds: float) -> None:
-        self._connection = connection
-        self._seconds = seconds
-        self._done = threading.Event()
-        self.passed = False
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
+    _REPEAT = 0.005
+    _changed: threading.Condition
+    _due: dict[_Deadline, float]
+    _thread: threading.Thread | None
 
-    def _watch(self) -> None:
-        if self._done.wait(self._seconds):
-            return
-        self.passed = True
-        while not self._done.wait(0.005):
-            self._connection.interrupt()
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over with no deadlines: a forked child has no thread, perhaps a held lock."""
+        self._changed = threading.Condition()
+        self._due = {}
+        self._thread = None
+
+    def watch(self, deadline: _Deadline, due: float) -> None:
+        """Start watching ``deadline``, due at ``due`` on the monotonic clock."""
+        with self._changed:
+            self._due[deadline] = due
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._keep, name="query-deadlines")
+                self._thread.daemon = True
+                self._thread.start()
+            self._changed.notify()
+
+    def forget(self, deadline: _Deadline) -> None:
+        """Stop watching ``deadline``; no interrupt for it is sent once this returns."""
+        with self._changed:
+            self._due.pop(deadline, None)
+
+    def _keep(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                waits = []
+                for deadline, due in self._due.items():
+                    if due > now:
+                        waits.append(due - now)
+                        continue
+                    deadline.passed = True
+                    waits.append(self._REPEAT)
+                    try:
+                        deadline.connection.interrupt()
+                    except Exception:  # one connection's failure must not end every other watch
+                        continue
+                self._changed.wait(min(waits, default=None))
+
+
+_WATCHDOG = _Watchdog()
+os.register_at_fork(after_in_child=_WATCHDOG.reset)
+
+
+class _Deadline:
+    """Interrupts a connection at its deadline, and keeps interrupting until the query ends."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection, seconds: float) -> None:
+        self.connection = connection
+        self.passed = False
+        _WATCHDOG.watch(self, time.monotonic() + seconds)
 
     def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
+        """The query ended: no interrupt reaches the connection after this returns."""
+        _WATCHDOG.forget(self)
 
 
 Consumer = Callable[[pa.Schema, Iterator[pa.RecordBatch]], None]
