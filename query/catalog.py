@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -288,16 +289,30 @@ def _close_if_retired(cached: _Cached) -> None:
 
 
 def _ledger_state(ledger: Ledger) -> tuple[object, ...]:
-    """What the catalog shows depends on: segment, WAL and checkpoint files, and their sizes."""
+    """What the catalog shows depends on: segment and WAL files, and the checkpoint numbers."""
     entries: list[object] = []
     for layout in ledger.writer_layouts():
-        for directory in (layout.segments, layout.wal_dir):
-            try:
-                with os.scandir(directory) as found:
-                    entries += sorted((e.path, *_size_and_mtime(e)) for e in found)
-            except FileNotFoundError:
-                continue
+        # A segment's event_id index beside it and half-written temporary files are not read.
+        entries += _file_identities(layout.segments, ".parquet")
+        entries += _file_identities(layout.wal_dir, "")
     return (tuple(entries), tuple(ledger.checkpoints.numbers()))
+
+
+def _file_identities(directory: Path, suffix: str) -> list[tuple[str, int, int, int]]:
+    """Path, inode, size and modification time of each file in ``directory`` named ``*suffix``."""
+    try:
+        with os.scandir(directory) as found:
+            chosen = [entry for entry in found if entry.name.endswith(suffix)]
+    except FileNotFoundError:
+        return []
+    identities = []
+    for entry in chosen:
+        try:
+            status = entry.stat()
+        except FileNotFoundError:
+            continue  # gone since the listing: the next state check sees it gone too
+        identities.append((entry.path, status.st_ino, status.st_size, status.st_mtime_ns))
+    return sorted(identities)
 
 
 # The same event_id reaching the ledger through several writers (client retries) resolves to
@@ -416,11 +431,6 @@ def _bounds(metadata: pq.FileMetaData, column: int) -> tuple[object, object] | N
     if not lows:
         return None
     return min(lows), max(highs)
-
-
-def _size_and_mtime(entry: os.DirEntry[str]) -> tuple[int, int]:
-    status = entry.stat()
-    return status.st_size, status.st_mtime_ns
 
 
 def _checkpoints(ledger: Ledger, as_of: int | None) -> pa.Table:
