@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
 import time
@@ -49,6 +50,7 @@ class _Watchdog:
     _changed: threading.Condition
     _due: dict[_Deadline, float]
     _thread: threading.Thread | None
+    _wakes_at: float
 
     def __init__(self) -> None:
         self.reset()
@@ -58,6 +60,7 @@ class _Watchdog:
         self._changed = threading.Condition()
         self._due = {}
         self._thread = None
+        self._wakes_at = math.inf
 
     def watch(self, deadline: _Deadline, due: float) -> None:
         """Start watching ``deadline``, due at ``due`` on the monotonic clock."""
@@ -67,7 +70,9 @@ class _Watchdog:
                 self._thread = threading.Thread(target=self._keep, name="query-deadlines")
                 self._thread.daemon = True
                 self._thread.start()
-            self._changed.notify()
+            # Waking the thread costs a context switch; a later deadline can wait its turn.
+            if due < self._wakes_at:
+                self._changed.notify()
 
     def forget(self, deadline: _Deadline) -> None:
         """Stop watching ``deadline``; no interrupt for it is sent once this returns."""
@@ -89,7 +94,9 @@ class _Watchdog:
                         deadline.connection.interrupt()
                     except Exception:  # one connection's failure must not end every other watch
                         continue
-                self._changed.wait(min(waits, default=None))
+                wait = min(waits, default=None)
+                self._wakes_at = math.inf if wait is None else now + wait
+                self._changed.wait(wait)
 
 
 _WATCHDOG = _Watchdog()
