@@ -217,24 +217,11 @@ class _Builder:
             ),
             exp.alias_(exp.column("__m0"), "__r0"),
             exp.alias_(exp.column(TIME), "__s0"),
-            exp.alias_(exp.Array(expressions=[exp.column(ID)]), "__p0"),
-            exp.alias_(exp.Array(expressions=[exp.column(TIME)]), "__q0"),
         ).from_("__cand")
         self.ctes.append(("__step0", first))
         for step in range(1, len(self.positive)):
             self.ctes.append((f"__step{step}", self._advance(step)))
-        last = len(self.positive) - 1
-        done = (
-            exp.select(
-                *self.keys,
-                *self.order_columns(),
-                exp.alias_(exp.column(f"__p{last}"), PATH),
-                exp.alias_(exp.column(f"__q{last}"), TIMES),
-            )
-            .from_(f"__step{last}")
-            .where(exp.column(f"__r{last}"))
-        )
-        self.ctes.append(("__done", done))
+        self.ctes.append(("__done", self._chains()))
         select = exp.select(
             *[exp.column(KEY.format(i), table="c") for i in range(self.key_count)],
             exp.column(PATH, table="c"),
@@ -251,6 +238,41 @@ class _Builder:
             select, SequenceColumns(self.key_count, tuple(s.missing for s in self.steps))
         )
 
+    def _chains(self) -> exp.Select:
+        """Completed matches, their events found by following each step's pointer back.
+
+        A pass records only where the match it advanced came from (``__ptr``: that event's
+        position under the key), so no row carries a growing list; the few completed matches
+        walk the pointers back through the passes.
+        """
+        last = len(self.positive) - 1
+        links = [f"__j{step}" for step in range(last + 1)]
+        chain = exp.select(
+            *[exp.column(k.name, table=links[last]) for k in self.keys],
+            *[exp.column(c.name, table=links[last]) for c in self.order_columns()],
+            exp.alias_(exp.Array(expressions=[exp.column(ID, table=j) for j in links]), PATH),
+            exp.alias_(exp.Array(expressions=[exp.column(TIME, table=j) for j in links]), TIMES),
+        ).from_(exp.to_table(f"__step{last}").as_(links[last]))
+        for step in range(last - 1, -1, -1):
+            later, here = links[step + 1], links[step]
+            same_key = [
+                exp.NullSafeEQ(
+                    this=exp.column(k.name, table=here), expression=exp.column(k.name, table=later)
+                )
+                for k in self.keys
+            ]
+            pointer = exp.EQ(
+                this=exp.column(POS, table=here),
+                expression=exp.column(f"__ptr{step + 1}", table=later),
+            )
+            chain = chain.join(
+                exp.to_table(f"__step{step}").as_(here),
+                on=exp.and_(*same_key, pointer),
+                join_type="inner",
+                copy=False,
+            )
+        return chain.where(exp.column(f"__r{last}", table=links[last]), copy=False)
+
     def _advance(self, step: int) -> exp.Select:
         previous = f"__step{step - 1}"
         order: list[exp.Expr] = [exp.column(POS)]
@@ -260,18 +282,14 @@ class _Builder:
             function = exp.Max(this=_when(flag, value))
             return exp.alias_(_window(function, self.keys, order, preceding=True), name)
 
-        def carried(value: str, name: str) -> exp.Expr:
-            function = exp.IgnoreNulls(this=exp.LastValue(this=_when(received, exp.column(value))))
-            return exp.alias_(_window(function, self.keys, order, preceding=True), name)
-
+        # A match's start time never decreases along the positions that receive matches at one
+        # step, so the newest match's start is the running maximum: no LAST_VALUE needed.
         inner = exp.select(
             exp.Star(),
             last(received, exp.column(POS), f"__last_r{step}"),
             last(f"__m{step}", exp.column(POS), f"__last_m{step}"),
             last(UNTIL, exp.column(POS), f"__last_u{step}"),
-            carried(f"__s{step - 1}", f"__prev_s{step}"),
-            carried(f"__p{step - 1}", f"__prev_p{step}"),
-            carried(f"__q{step - 1}", f"__prev_q{step}"),
+            last(received, exp.column(f"__s{step - 1}"), f"__prev_s{step}"),
         ).from_(previous)
         # Only rows a later pass can use: those that received a match, or may match later steps.
         keep = [exp.column(received), exp.column(UNTIL)] + [
@@ -301,13 +319,7 @@ class _Builder:
             exp.Star(),
             exp.alias_(exp.and_(*receives), f"__r{step}"),
             exp.alias_(exp.column(f"__prev_s{step}"), f"__s{step}"),
-            exp.alias_(
-                exp.func("LIST_APPEND", exp.column(f"__prev_p{step}"), exp.column(ID)), f"__p{step}"
-            ),
-            exp.alias_(
-                exp.func("LIST_APPEND", exp.column(f"__prev_q{step}"), exp.column(TIME)),
-                f"__q{step}",
-            ),
+            exp.alias_(last_r.copy(), f"__ptr{step}"),
         ).from_(inner.subquery(f"__w{step}"))
 
     # -- missing events --------------------------------------------------------------------
