@@ -14,7 +14,7 @@ MICROS_PER_SECOND = 1_000_000
 MICROS_PER_MINUTE = 60 * MICROS_PER_SECOND
 MICROS_PER_HOUR = 60 * MICROS_PER_MINUTE
 
-_MINUTE_CACHE_LIMIT = 4096
+_MILLIS_PER_HOUR = 3_600_000
 
 
 def to_micros(moment: datetime) -> int:
@@ -27,11 +27,14 @@ def to_micros(moment: datetime) -> int:
 
 _HEX4 = tuple(f"{value:04x}" for value in range(1 << 16))
 _DIGITS3 = tuple(f"{value:03d}" for value in range(1000))
-_SECONDS = tuple(f"{value:02d}." for value in range(60))
+_MINUTES_SECONDS = tuple(
+    f"{minute:02d}:{second:02d}." for minute in range(60) for second in range(60)
+)
 _RECORDS_PER_REFILL = 8192
 # One pool record: the random tail of a UUIDv7 ("7aaa-Vbbb-cccccccccccc") and a span id.
 _TAIL = 22
 _RECORD = _TAIL + 16
+_POOL_SIZE = _RECORD * _RECORDS_PER_REFILL
 _HEX_PER_RECORD = 36  # 18 random bytes; 35 of their hex digits are used
 # The variant digit of a UUID is 8, 9, a or b: indexed by the ASCII code of a random hex digit.
 _VARIANT_DIGITS = np.zeros(256, dtype=np.uint8)
@@ -66,9 +69,8 @@ class Ids:
         "_bits",
         "_high",
         "_high_text",
-        "_minute",
-        "_minute_text",
-        "_minutes",
+        "_hour_start",
+        "_hour_text",
         "_pool",
         "_pool_at",
         "_random_bytes",
@@ -78,44 +80,48 @@ class Ids:
         self._bits = rng.getrandbits
         self._random_bytes = rng.randbytes
         self._pool = ""
-        self._pool_at = 0
+        self._pool_at = _POOL_SIZE
         self._high = -1
         self._high_text = ""
-        self._minute = -1
-        self._minute_text = ""
-        self._minutes: dict[int, str] = {}
+        self._hour_start = -(1 << 62)  # in milliseconds; no hour yet
+        self._hour_text = ""
 
     def _record(self) -> int:
         at = self._pool_at
-        if at >= len(self._pool):
+        if at == _POOL_SIZE:
             self._pool = _random_records(self._random_bytes, _RECORDS_PER_REFILL)
             at = 0
         self._pool_at = at + _RECORD
         return at
 
+    def _hour(self, millis: int) -> int:
+        """Make the hour of millis the current one; return millis into it."""
+        hour = millis // _MILLIS_PER_HOUR
+        self._hour_start = hour * _MILLIS_PER_HOUR
+        self._hour_text = datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y-%m-%dT%H:")
+        return millis - self._hour_start
+
     def stamp(self, micros: int) -> tuple[str, str, str]:
         """Return (event_id, time_text, span_id) for a new event at micros, in one call."""
         at = self._pool_at
-        pool = self._pool
-        if at >= len(pool):
-            pool = self._pool = _random_records(self._random_bytes, _RECORDS_PER_REFILL)
+        if at == _POOL_SIZE:
+            self._pool = _random_records(self._random_bytes, _RECORDS_PER_REFILL)
             at = 0
         self._pool_at = at + _RECORD
+        pool = self._pool
         millis = micros // 1000
-        high = millis >> 16
-        if high != self._high:
-            self._high = high
-            self._high_text = f"{high:08x}-"
-        event_id = f"{self._high_text}{_HEX4[millis & 0xFFFF]}-{pool[at : at + _TAIL]}"
-        minute = micros // MICROS_PER_MINUTE
-        if minute != self._minute:
-            return event_id, self.time_text(micros), pool[at + _TAIL : at + _RECORD]
-        rest = micros - minute * MICROS_PER_MINUTE
-        time_text = (
-            f"{self._minute_text}{_SECONDS[rest // MICROS_PER_SECOND]}"
-            f"{_DIGITS3[rest // 1000 % 1000]}{_DIGITS3[rest % 1000]}Z"
+        if millis >> 16 != self._high:
+            self._high = millis >> 16
+            self._high_text = f"{self._high:08x}-"
+        into_hour = millis - self._hour_start
+        if not 0 <= into_hour < _MILLIS_PER_HOUR:
+            into_hour = self._hour(millis)
+        return (
+            f"{self._high_text}{_HEX4[millis & 0xFFFF]}-{pool[at : at + _TAIL]}",
+            f"{self._hour_text}{_MINUTES_SECONDS[into_hour // 1000]}"
+            f"{_DIGITS3[into_hour % 1000]}{_DIGITS3[micros % 1000]}Z",
+            pool[at + _TAIL : at + _RECORD],
         )
-        return event_id, time_text, pool[at + _TAIL : at + _RECORD]
 
     def event_id(self, micros: int) -> str:
         """Return a UUIDv7-style id: the event time in milliseconds, then 74 random bits."""
@@ -123,20 +129,13 @@ class Ids:
 
     def time_text(self, micros: int) -> str:
         """Return the RFC 3339 UTC form with six fractional digits and a 'Z'."""
-        minute = micros // MICROS_PER_MINUTE
-        if minute != self._minute:
-            text = self._minutes.get(minute)
-            if text is None:
-                if len(self._minutes) >= _MINUTE_CACHE_LIMIT:
-                    self._minutes.clear()
-                moment = datetime.fromtimestamp(minute * 60, UTC)
-                text = self._minutes[minute] = moment.strftime("%Y-%m-%dT%H:%M:")
-            self._minute = minute
-            self._minute_text = text
-        rest = micros - minute * MICROS_PER_MINUTE
+        millis = micros // 1000
+        into_hour = millis - self._hour_start
+        if not 0 <= into_hour < _MILLIS_PER_HOUR:
+            into_hour = self._hour(millis)
         return (
-            f"{self._minute_text}{_SECONDS[rest // MICROS_PER_SECOND]}"
-            f"{_DIGITS3[rest // 1000 % 1000]}{_DIGITS3[rest % 1000]}Z"
+            f"{self._hour_text}{_MINUTES_SECONDS[into_hour // 1000]}"
+            f"{_DIGITS3[into_hour % 1000]}{_DIGITS3[micros % 1000]}Z"
         )
 
     def span_id(self) -> str:

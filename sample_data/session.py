@@ -115,16 +115,6 @@ class World:
             if rnd() < table[(now // MICROS_PER_HOUR + _EPOCH_HOUR_OF_WEEK) % 168]:
                 return now
 
-    def llm_latency(self) -> int:
-        """Model round trip: mostly a second or two, sometimes much longer."""
-        r = self.rnd()
-        return int((0.5 + 9.0 * r * r * r) * 1_000_000)
-
-    def tool_latency(self) -> int:
-        """A tool or API call: tens of milliseconds to a few seconds."""
-        r = self.rnd()
-        return int((0.03 + 2.5 * r * r) * 1_000_000)
-
     def think(self) -> int:
         """Agent-side pause between steps."""
         return int((0.1 + 3.0 * self.rnd()) * 1_000_000)

@@ -47,21 +47,24 @@ def call(
     """
     rnd = world.rnd
     for attempt in range(max_attempts):
-        t += world.tool_latency()
-        if fail_rate and rnd() < fail_rate:
-            resource = fields.get("resource")
-            key = resource if isinstance(resource, str) else None
-            if world.may_fail(s.agent_id, op[1], key, t):
-                if rnd() < 0.5:
-                    outcome, error = "failure", pick(world, _ERRORS_FAILURE)
-                else:
-                    outcome, error = "error", pick(world, _ERRORS_ERROR)
-                s.act(t, op, fields, outcome=outcome, error=error)
-                # Exponential backoff with jitter: about 1 s, 2 s, 4 s.
-                t += int((1 << attempt) * (0.8 + 0.4 * rnd()) * 1_000_000)
-                continue
-        s.act(t, op, fields)
-        return t
+        r = rnd()
+        t += int((0.03 + 2.5 * r * r) * 1_000_000)  # the tool's latency: 30 ms to 2.5 s
+        if not fail_rate or rnd() >= fail_rate:
+            s.act(t, op, fields)
+            return t
+        resource = fields.get("resource")
+        if not world.may_fail(
+            s.agent_id, op[1], resource if isinstance(resource, str) else None, t
+        ):
+            s.act(t, op, fields)
+            return t
+        if rnd() < 0.5:
+            outcome, error = "failure", pick(world, _ERRORS_FAILURE)
+        else:
+            outcome, error = "error", pick(world, _ERRORS_ERROR)
+        s.act(t, op, fields, outcome=outcome, error=error)
+        # Exponential backoff with jitter: about 1 s, 2 s, 4 s.
+        t += int((1 << attempt) * (0.8 + 0.4 * rnd()) * 1_000_000)
     return -t
 
 
@@ -88,6 +91,8 @@ def open_session(world: World, agent: Agent, delegation: Delegation | None) -> S
 
 def llm_step(world: World, s: Session, t: int, untrusted: bool = False) -> int:
     """Think, then call the model; return the new time."""
-    t += world.think() + world.llm_latency()
+    t += world.think()
+    r = world.rnd()
+    t += int((0.5 + 9.0 * r * r * r) * 1_000_000)  # the model: mostly a second or two
     s.llm(t, untrusted)
     return t
