@@ -9,7 +9,7 @@
   ``like``/``like~`` wildcards, a few string functions, arithmetic with integer ``/``,
   ``and``/``or``/``not``, nulls) are built
   as EQL text and as a three-valued Python evaluation (``None`` is EQL's null; only ``True``
-  matches), with ``head``/``tail``/``filter`` pipes.
+  matches), with ``head``/``tail``/``filter``/``sort``/``unique`` pipes.
 
 Hypothesis runs derandomized, so CI sees the same cases on every run.
 """
@@ -491,11 +491,25 @@ def event_queries(draw: st.DrawFn) -> GenEvents:
     cond = draw(conditions)
     pipes: list[tuple[str, Any]] = []
     for _ in range(draw(st.integers(0, 2))):
-        name = draw(st.sampled_from(("head", "tail", "filter")))
-        pipes.append((name, draw(atoms) if name == "filter" else draw(st.integers(1, 6))))
+        name = draw(st.sampled_from(("head", "tail", "filter", "sort", "unique")))
+        if name == "filter":
+            pipes.append((name, draw(atoms)))
+        elif name in ("sort", "unique"):
+            # Fields without nulls: where nulls sort, and whether null is a unique value, is not
+            # in docs/eql.md. Ties keep the order they had (the ordinal, or the previous sort).
+            field = draw(st.sampled_from(("tb", "category")))
+            desc = name == "sort" and draw(st.booleans())
+            pipes.append((name, (field, desc)))
+        else:
+            pipes.append((name, draw(st.integers(1, 6))))
     text = f"{category or 'any'} where {cond.eql}"
     for name, argument in pipes:
-        text += f" | {name} {argument.eql if name == 'filter' else argument}"
+        if name == "filter":
+            text += f" | filter {argument.eql}"
+        elif name in ("sort", "unique"):
+            text += f" | {name} {argument[0]}{' desc' if argument[1] else ''}"
+        else:
+            text += f" | {name} {argument}"
     return GenEvents(text, category, cond, tuple(pipes))
 
 
@@ -511,9 +525,20 @@ def expected_events(query: GenEvents, stream: Stream) -> list[int]:
         if name == "head":
             rows = rows[:argument]
         elif name == "tail":
-            rows = rows[len(rows) - argument :] if argument else []
-        else:
+            rows = rows[max(0, len(rows) - argument) :]
+        elif name == "filter":
             rows = [i for i in rows if argument.fn(records[i]) is True]
+        elif name == "sort":
+            field, desc = argument
+            rows = sorted(rows, key=lambda i: records[i][field], reverse=desc)  # stable
+        else:
+            seen: set[Any] = set()
+            firsts = []
+            for i in rows:
+                if records[i][argument[0]] not in seen:
+                    seen.add(records[i][argument[0]])
+                    firsts.append(i)
+            rows = firsts
     return rows
 
 
