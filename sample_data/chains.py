@@ -199,11 +199,28 @@ class ScenarioSpec:
 class ChainInjector:
     """Decides when to inject which chain, on which agents; keeps chains out of each other's way."""
 
-    def __init__(self, world: World, rate: float, specs: dict[str, ScenarioSpec]) -> None:
+    def __init__(
+        self,
+        world: World,
+        rate: float,
+        specs: dict[str, ScenarioSpec],
+        *,
+        part: int = 0,
+        parts: int = 1,
+    ) -> None:
         self.world = world
         self.rnd = world.rnd
         self.mean_gap = 1_000.0 / rate if rate > 0 else 0.0
         self.specs = specs
+        # The parts (shards) of a run share the (scenario, polarity) pairs out, a positive and
+        # a negative of each scenario to different parts, so each pair's variants take turns in
+        # one part and appear as often as when one injector deals all the pairs.
+        self.pairs = [
+            (scenario, negative)
+            for index, scenario in enumerate(SCENARIOS)
+            for negative in (False, True)
+            if (index + negative) % parts == part
+        ]
         self.deck: list[tuple[str, bool]] = []
         self.variant_turn: dict[tuple[str, bool], int] = {}
         self.chain_count = 0
@@ -242,10 +259,10 @@ class ChainInjector:
 
     def _draw(self) -> tuple[str, bool]:
         if not self.deck:
-            self.deck = [
-                (scenario, negative) for scenario in SCENARIOS for negative in (False, True)
-            ]
+            self.deck = list(self.pairs)
             self.world.rng.shuffle(self.deck)
+            # Low-and-slow chains fit only while a day of the run is left: deal them first.
+            self.deck.sort(key=lambda pair: pair[0] == LOW_AND_SLOW)
         return self.deck.pop()
 
     def inject(self, now: int, room: int, events_per_micro: float) -> list[ChainPlan]:
@@ -266,7 +283,7 @@ class ChainInjector:
         try:
             spec.build(chain, variant, negative)
         except NoAgentAvailableError:
-            self.deck.insert(0, (scenario, negative))  # retry it first next time
+            self.deck.insert(0, (scenario, negative))  # retry it once the rest is dealt
             return []
         chain.steps.sort(key=lambda step: step[0])
         end = chain.steps[-1][0]
@@ -282,7 +299,7 @@ class ChainInjector:
                 self.world.paused_until[agent.agent_id] = end + _RESUME_AFTER
         chain.key.sort()
         label = Label(
-            chain_id=f"chain-{self.chain_count:06d}",
+            chain_id=f"chain-{self.chain_count:06d}",  # the merged run renumbers across shards
             scenario=scenario,
             event_ids=tuple(event_id for _, event_id in chain.key),
             negative=negative,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from .config import SHARDS
 from .ids import MICROS_PER_HOUR, Ids
 
 __all__ = [
@@ -213,6 +214,12 @@ class Organisation:
     by_kind: dict[str, tuple[Agent, ...]]
     humans_by_role: dict[str, tuple[Human, ...]]
 
+    def part(self, index: int, parts: int) -> Organisation:
+        """Every parts-th agent of each kind from the index-th on, with all the people."""
+        by_kind = {kind: members[index::parts] for kind, members in self.by_kind.items()}
+        agents = tuple(agent for members in by_kind.values() for agent in members)
+        return Organisation(agents, by_kind, self.humans_by_role)
+
     def scopes_of(self, agent: Agent) -> tuple[str, ...]:
         """Return the scopes an agent's own credential carries."""
         if agent.kind.name == "orchestrator":
@@ -251,7 +258,9 @@ def build_organisation(rng: random.Random, ids: Ids, agent_count: int, now: int)
     humans_by_role = {role: tuple(h for h in humans if h.role == role) for role in _ROLES}
 
     kinds = list(AGENT_KINDS.values())
-    counts = {kind.name: max(2, round(agent_count * kind.share)) for kind in kinds}
+    # At least two of each kind in each shard: some chains need two agents of a kind.
+    least = 2 * SHARDS
+    counts = {kind.name: max(least, round(agent_count * kind.share)) for kind in kinds}
     owner_role = {
         "support": "support-lead",
         "coding": "developer",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import math
 import re
 from collections import defaultdict
@@ -548,3 +549,51 @@ def test_gzip_output_is_reproducible(tmp_path: Path) -> None:
     plain = io.BytesIO()
     write_sample(config, plain)
     assert gzip.decompress((tmp_path / "a.jsonl.gz").read_bytes()) == plain.getvalue()
+
+
+def test_worker_processes_write_the_same_bytes() -> None:
+    config = SimulationConfig(events=30_000, seed=13)
+    here, here_labels = io.BytesIO(), io.BytesIO()
+    there, there_labels = io.BytesIO(), io.BytesIO()
+    alone = write_sample(config, here, here_labels, parallel=False)
+    shared = write_sample(config, there, there_labels, parallel=True)
+    assert here.getvalue() == there.getvalue()
+    assert here_labels.getvalue() == there_labels.getvalue()
+    assert alone == shared
+
+
+def test_simulate_yields_the_lines_write_sample_writes() -> None:
+    config = SimulationConfig(events=4_000, seed=21, attack_rate=8.0)
+    events, labels = io.BytesIO(), io.BytesIO()
+    write_sample(config, events, labels)
+    items = list(simulate(config))
+    assert [i for i in items if not isinstance(i, Label)] == [
+        orjson.loads(line) for line in events.getvalue().splitlines()
+    ]
+    assert [orjson.loads(line) for line in labels.getvalue().splitlines()] == [
+        i.to_json() for i in items if isinstance(i, Label)
+    ]
+
+
+def test_lines_have_no_repeated_keys(sample: Sample) -> None:
+    def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        assert len(keys) == len(set(keys)), keys
+        return dict(pairs)
+
+    for line in sample.lines[:20_000]:
+        json.loads(line, object_pairs_hook=no_repeats)
+
+
+def test_every_variant_is_in_the_sample(sample: Sample) -> None:
+    from sample_data.scenarios import SCENARIO_SPECS
+
+    seen = {
+        (label["scenario"], label.get("negative", False), label["variant"])
+        for label in sample.labels
+    }
+    for spec in SCENARIO_SPECS.values():
+        for variant in spec.positive_variants:
+            assert (spec.scenario, False, variant) in seen
+        for variant in spec.negative_variants:
+            assert (spec.scenario, True, variant) in seen
