@@ -303,6 +303,29 @@ def test_event_pipes(query: str, expected: list[int]) -> None:
     assert ids(query) == expected
 
 
+STRINGS: list[dict[str, Any]] = [
+    {"category": "a", "time": 1, "s": 'say "hi"'},
+    {"category": "a", "time": 2, "s": "back\\slash"},
+    {"category": "a", "time": 3, "s": "tab\there"},
+    {"category": "a", "time": 4, "s": "\u00fcn\u00ef"},
+]
+STRING_LITERALS = [
+    case('a where s == "say \\"hi\\""', [0]),
+    case('a where s == "back\\\\slash"', [1]),
+    case('a where s == "tab\\there"', [2]),
+    case('a where s == "\u00fcn\u00ef"', [3]),
+    case('a where s : "\u00dcN\u00cf"', [3]),
+    case('a where s like "say*"', [0]),
+    case('a where s : "*\\\\*"', [1]),
+    case("a where length(s) == 3", [3]),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), STRING_LITERALS)
+def test_string_literals_and_escapes(query: str, expected: list[int]) -> None:
+    assert ids(query, STRINGS) == expected
+
+
 @bug("number(s, base) is rejected: 'number() supports base 10 only' (Elasticsearch takes a base)")
 def test_number_with_a_base() -> None:
     records = [
@@ -576,13 +599,30 @@ def test_join_until_cuts_each_key_at_its_first_until_event() -> None:
 
 ALL_QUERIES = [
     param.values[0]
-    for table in (COMPARISONS, NULLS, MATCHING, ARITHMETIC, FUNCTIONS, FIELDS, EVENT_PIPES)
+    for table in (
+        COMPARISONS,
+        NULLS,
+        MATCHING,
+        ARITHMETIC,
+        FUNCTIONS,
+        FIELDS,
+        EVENT_PIPES,
+        STRING_LITERALS,
+    )
     for param in table
 ] + [
     "sample by host [a where true] [b where true]",
     "sample by ?host [a where true] [b where true]",
     "join by host [a where true] [b where true] until [c where true]",
     "any where pid % 5 == -3",
+    "any where modulo(pid, 5) == -3",
+    "a where number(code, 16) == 255",
+    "a where not (n == 0)",
+    "x where true",
+    "sequence [a where n == 2] [a where n == 0]",
+    "sequence [a where true] [b where true] | count",
+    "sequence [process where true] by pid [file where true]",
+    "any where nmae == 1",
     "any where true | count",
     "any where true | count pid",
     "any where pid == 4 or pid == 8 | count category, name",
