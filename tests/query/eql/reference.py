@@ -245,8 +245,8 @@ class _Matcher:
                 key = self.join_key(until, record)
                 if key is not None:
                     for stage in pending:
-                        partial = stage.get(key)
-                        if partial is not None and partial.last_position < position:
+                        held = stage.get(key)
+                        if held is not None and held.last_position < position:
                             del stage[key]
         for name, n in self.spec.pipes:
             if name == "head":

@@ -77,7 +77,7 @@ def ids(query: str, records: list[dict[str, Any]] | None = None, **options: Any)
     return list(result.row_ids)
 
 
-def bug(reason: str) -> Any:
+def bug(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
@@ -646,5 +646,5 @@ def test_render_round_trip(query: str) -> None:
 def test_ast_is_frozen() -> None:
     node = parse("any where pid == 4")
     with pytest.raises(AttributeError):
-        node.pipes = ()  # type: ignore[misc,attr-defined]
+        node.pipes = ()  # type: ignore[misc]
     assert hash(node) == hash(parse("any where pid == 4"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,14 +30,14 @@ from reference import Key, Sequence, Step, event_order, match_sequences
 from query.eql import parse, run_eql_records
 
 Tri = bool | None  # EQL's three-valued logic: None is null
-Record = dict[str, Any]
+Record = Mapping[str, Any]
 
-SETTINGS = {
-    "deadline": None,
-    "derandomize": True,
-    "database": None,
-    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
-}
+SETTINGS = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 CATEGORIES = ("a", "b", "c")
 KEY_VALUES = ("x", "y", "x", "y", None)
@@ -291,7 +291,7 @@ step_conditions = st.sampled_from(("true", "true", "true", "n", "any")).flatmap(
 
 @dataclass(frozen=True)
 class Stream:
-    records: list[Record]
+    records: list[dict[str, Any]]
     tiebreaker: str | None
     unit_ms: int  # event times are small integers times this
 
@@ -460,7 +460,7 @@ def sequence_cases(draw: st.DrawFn) -> tuple[Stream, GenSequence]:
     return stream, draw(sequence_queries(stream.unit_ms))
 
 
-@settings(max_examples=320, **SETTINGS)
+@settings(SETTINGS, max_examples=320)
 @given(sequence_cases())
 def test_sequences_agree_with_reference(case: tuple[Stream, GenSequence]) -> None:
     stream, query = case
@@ -542,7 +542,7 @@ def expected_events(query: GenEvents, stream: Stream) -> list[int]:
     return rows
 
 
-@settings(max_examples=180, **SETTINGS)
+@settings(SETTINGS, max_examples=180)
 @given(streams(max_events=14), event_queries())
 def test_event_queries_agree_with_python(stream: Stream, query: GenEvents) -> None:
     result = run_engine(query.eql, stream)

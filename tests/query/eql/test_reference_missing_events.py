@@ -10,6 +10,7 @@ uses (``sequence [by k] with maxspan=N``, steps
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -49,15 +50,21 @@ def _names(text: str | None) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",")) if text else ()
 
 
-def _condition(text: str) -> Any:
-    tests = []
+def _tag_is(value: str) -> Callable[[Mapping[str, Any]], bool]:
+    return lambda record: record.get("tag") == value
+
+
+def _sequence_above(bound: int) -> Callable[[Mapping[str, Any]], bool]:
+    return lambda record: record.get("sequence") is not None and record["sequence"] > bound
+
+
+def _condition(text: str) -> Callable[[Mapping[str, Any]], bool]:
+    tests: list[Callable[[Mapping[str, Any]], bool]] = []
     for part in re.split(r"\s+and\s+", text):
         if m := _TAG.fullmatch(part):
-            tests.append(lambda r, v=m["value"]: r.get("tag") == v)
+            tests.append(_tag_is(m["value"]))
         elif m := _SEQ_GT.fullmatch(part):
-            tests.append(
-                lambda r, v=int(m["value"]): r.get("sequence") is not None and r["sequence"] > v
-            )
+            tests.append(_sequence_above(int(m["value"])))
         else:
             raise ValueError(f"translator does not know the condition {part!r}")
     return lambda record: all(test(record) for test in tests)
