@@ -41,7 +41,7 @@ from query.catalog import catalog
 from query.eql import EqlResult, EventSource, ledger_source, load_file
 from query.eql import explain as explain_eql
 from query.eql import parse as parse_eql
-from query.eql.engine import DEFAULT_SIZE
+from query.eql.engine import DEFAULT_SIZE, NATIVE
 from query.eql.engine import execute as execute_eql
 from query.eql.fetch import Fetcher, ledger_fetcher, table_fetcher
 
@@ -355,7 +355,7 @@ def eql(
             with connection:
                 return run_on(connection, source, table_fetcher(connection, source))
         opened = Ledger.open(_ledger_path(ledger))
-        with catalog(opened, as_of=as_of) as connection:
+        with catalog(opened, NATIVE, as_of) as connection:
             return run_on(connection, ledger_source(connection), ledger_fetcher(opened))
 
     result = _guarded(run)

@@ -118,10 +118,17 @@ _CHECKPOINTS_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class CatalogLimits:
-    """Resource limits of a query connection."""
+    """Resource limits and reader of a query connection.
+
+    ``native_reader`` scans the segments with DuckDB's own Parquet reader (late materialisation,
+    page skipping) instead of a registered Arrow dataset. The connection may then open exactly
+    those files (``allowed_paths``) and nothing else; since an allowed path could also be written,
+    it is only for SQL the engine itself generates (EQL), never for a responder's SQL text.
+    """
 
     threads: int = 2
     memory_limit: str = "2GB"
+    native_reader: bool = False
 
 
 def connect(
@@ -147,7 +154,10 @@ def connect(
     connection = duckdb.connect(
         config={"threads": limits.threads, "memory_limit": limits.memory_limit}
     )
-    connection.register("_rows", _rows_dataset(segments, unflushed))
+    if limits.native_reader:
+        _create_native_rows(connection, segments, unflushed)
+    else:
+        connection.register("_rows", _rows_dataset(segments, unflushed))
     connection.register(
         "_bounds",
         pa.table([list(bounds), list(bounds.values())], schema=_BOUNDS_SCHEMA),
@@ -170,9 +180,34 @@ def connect(
             properties=sqlglot.exp.Properties(expressions=[sqlglot.exp.TemporaryProperty()]),
         )
         connection.execute(create.sql("duckdb"))
+    if limits.native_reader and segments:
+        paths = sqlglot.exp.Array(
+            expressions=[sqlglot.exp.Literal.string(str(s.path)) for s in segments]
+        )
+        connection.execute(f"SET allowed_paths = {paths.sql('duckdb')}")
     connection.execute("SET enable_external_access = false")
     connection.execute("SET lock_configuration = true")
     return connection
+
+
+def _create_native_rows(
+    connection: duckdb.DuckDBPyConnection, segments: list[SegmentFile], unflushed: pa.Table
+) -> None:
+    """``_rows`` as a view: DuckDB reads the segment files itself, plus the unflushed events."""
+    connection.register("_unflushed", unflushed.cast(SEGMENT_SCHEMA))
+    rows: sqlglot.exp.Query = sqlglot.exp.select("*").from_("_unflushed")
+    if segments:
+        paths = [sqlglot.exp.Literal.string(str(s.path)) for s in segments]
+        files = sqlglot.exp.func("READ_PARQUET", sqlglot.exp.Array(expressions=paths))
+        stored = sqlglot.exp.select("*").from_(files)
+        rows = sqlglot.exp.Union(this=stored, expression=rows, distinct=False, by_name=True)
+    create = sqlglot.exp.Create(
+        this=sqlglot.exp.to_table("_rows"),
+        kind="VIEW",
+        expression=rows,
+        properties=sqlglot.exp.Properties(expressions=[sqlglot.exp.TemporaryProperty()]),
+    )
+    connection.execute(create.sql("duckdb"))
 
 
 @dataclass

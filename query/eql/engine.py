@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from ledger import Ledger
 
-from ..catalog import catalog
+from ..catalog import CatalogLimits, catalog
 from ..errors import QueryError, QueryTimeoutError
 from ..sql import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT, _Deadline
 from .ast import Query
@@ -26,6 +26,7 @@ from .source import EventSource
 
 __all__ = [
     "DEFAULT_SIZE",
+    "NATIVE",
     "EqlResult",
     "SequenceMatch",
     "execute",
@@ -86,6 +87,8 @@ def explain(query: str | Query, source: EventSource, dialect: str = "duckdb") ->
 
 
 DEFAULT_SIZE = 10
+# EQL runs only SQL it generated, so it may read the segments with DuckDB's own reader.
+NATIVE = CatalogLimits(native_reader=True)
 
 
 def run_eql(
@@ -97,7 +100,7 @@ def run_eql(
 ) -> EqlResult:
     """Answer an EQL query over the ledger's ``events`` view (as of a checkpoint)."""
     parsed = _parse(query)
-    with catalog(ledger, as_of=as_of) as connection:
+    with catalog(ledger, NATIVE, as_of) as connection:
         source = ledger_source(connection)
         return execute(connection, source, parsed, ledger_fetcher(ledger), size, timeout)
 
