@@ -20,7 +20,7 @@ from .ast import Query
 from .fetch import Fetcher, ledger_fetcher, table_fetcher
 from .inputs import ledger_source, load_file, load_records
 from .parser import parse
-from .plan import LOCATOR, compile_query
+from .plan import COUNT_KEY, LOCATOR, compile_query
 from .sequence import PATH, SequenceColumns
 from .source import EventSource
 
@@ -160,7 +160,7 @@ def execute(
     total = table.num_rows
     shown = table.slice(0, size)
     if plan.kind == "counts":
-        shaped: dict[str, Any] = {"counts": tuple(shown.to_pylist())}
+        shaped: dict[str, Any] = {"counts": tuple(_counts(shown))}
     elif plan.kind == "events":
         shaped = _events(source, shown, fetch)
     else:
@@ -188,6 +188,18 @@ def _fetch(
         raise QueryError(str(err).strip()) from None
     finally:
         deadline.stop()
+
+
+def _counts(table: pa.Table) -> list[dict[str, Any]]:
+    """Count rows; the values of a several-field key gathered into one ``key`` list."""
+    rows: list[dict[str, Any]] = table.to_pylist()
+    parts = [name for name in table.column_names if name.startswith(COUNT_KEY)]
+    if not parts:
+        return rows
+    return [
+        {"key": [row[p] for p in parts], "count": row["count"], "percent": row["percent"]}
+        for row in rows
+    ]
 
 
 def _visible(source: EventSource, row: dict[str, Any]) -> dict[str, Any]:

@@ -204,8 +204,11 @@ class Compiler:
 
     def _comparison(self, node: Comparison) -> Typed:
         left, right = self.compile(node.left), self.compile(node.right)
-        if node.op in ("==", "!=") and Kind.NULL in (left.kind, right.kind):
-            other = right if left.kind is Kind.NULL else left
+        literal_null = [
+            isinstance(side, Literal) and side.value is None for side in (node.left, node.right)
+        ]
+        if node.op in ("==", "!=") and any(literal_null):
+            other = right if literal_null[0] else left
             test: exp.Expr = exp.Is(this=other.sql, expression=exp.null())
             return Typed(test if node.op == "==" else exp.not_(test), Kind.BOOLEAN)
         if Kind.LIST in (left.kind, right.kind):
@@ -271,10 +274,10 @@ class Compiler:
             regex = ("(?i)" if node.insensitive else "") + text
             bound = self.parameters.bind(regex, Kind.STRING)
             return exp.RegexpFullMatch(this=subject, expression=bound)
-        if node.op == ":" and "*" not in text:
+        if node.op == ":" and "*" not in text and "?" not in text:
             bound = self.parameters.bind(text.lower(), Kind.STRING)
             return exp.EQ(this=exp.Lower(this=subject), expression=bound)
-        like_text = _like_pattern(text, single=None if node.op == ":" else "?")
+        like_text = _like_pattern(text)
         bound = self.parameters.bind(like_text, Kind.STRING)
         like_class = exp.ILike if node.insensitive else exp.Like
         like = like_class(this=subject, expression=bound)
@@ -316,11 +319,16 @@ class Compiler:
             )
         if node.insensitive and not insensitive_ok:
             raise EqlError(f"{node.name}() has no case-insensitive ~ form")
-        args = [self.compile(a) for a in node.args]
+        # Arguments a function reads as constants (CIDR blocks, a base, a flag) are not bound.
+        constants_from = _CONSTANT_ARGUMENTS.get(name, len(node.args))
+        args = [self.compile(a) for a in node.args[:constants_from]]
         return method(self, node, args)
 
-    def _strings(self, node: FunctionCall, args: list[Typed]) -> list[exp.Expr]:
-        values = [self._string(a, n) for a, n in zip(args, node.args, strict=True)]
+    def _strings(
+        self, node: FunctionCall, args: list[Typed], nodes: tuple[Expr, ...] | None = None
+    ) -> list[exp.Expr]:
+        sources = node.args if nodes is None else nodes
+        values = [self._string(a, n) for a, n in zip(args, sources, strict=True)]
         if node.insensitive:
             return [exp.Lower(this=v) for v in values]
         return values
@@ -340,7 +348,7 @@ class Compiler:
         return Typed(exp.GT(this=position, expression=exp.Literal.number(0)), Kind.BOOLEAN)
 
     def _index_of(self, node: FunctionCall, args: list[Typed]) -> Typed:
-        text, part = self._strings(node, args[:2])
+        text, part = self._strings(node, args[:2], node.args[:2])
         start: exp.Expr = exp.Literal.number(0)
         if len(args) == 3:
             start = exp.func("GREATEST", self._numeric(args[2], node.args[2]).sql, start)
@@ -374,11 +382,20 @@ class Compiler:
         return Typed(text, Kind.STRING)
 
     def _to_number(self, node: FunctionCall, args: list[Typed]) -> Typed:
-        if len(node.args) == 2 and node.args[1] != Literal(10):
-            raise EqlError("number() supports base 10 only")
+        base = node.args[1] if len(node.args) == 2 else Literal(10)
+        if base not in (Literal(10), Literal(16)):
+            raise EqlError("number() reads base 10 or base 16")
         if args[0].kind.numeric:
             return args[0]
         text = self._string(args[0], node.args[0])
+        if base == Literal(16):
+            digits = exp.func(
+                "REGEXP_REPLACE", text, exp.Literal.string("^0[xX]"), exp.Literal.string("")
+            )
+            hexadecimal = exp.Concat(expressions=[exp.Literal.string("0x"), digits])
+            return Typed(
+                exp.TryCast(this=hexadecimal, to=exp.DataType.build("BIGINT")), Kind.INTEGER
+            )
         return Typed(exp.TryCast(this=text, to=exp.DataType.build("DOUBLE")), Kind.FLOAT)
 
     def _substring(self, node: FunctionCall, args: list[Typed]) -> Typed:
@@ -426,9 +443,11 @@ class Compiler:
                 exp.Literal.number(0),
                 exp.Sub(
                     this=exp.Add(this=exp.Length(this=search_rest), expression=one),
-                    expression=exp.Sub(
-                        this=exp.Add(this=reversed_at, expression=exp.Length(this=right)),
-                        expression=one,
+                    expression=exp.paren(
+                        exp.Sub(
+                            this=exp.Add(this=reversed_at, expression=exp.Length(this=right)),
+                            expression=one,
+                        )
                     ),
                 ),
             )
@@ -456,9 +475,8 @@ class Compiler:
         ]
         number: exp.Expr = octets[0]
         for octet in octets[1:]:
-            number = exp.Add(
-                this=exp.Mul(this=number, expression=exp.Literal.number(256)), expression=octet
-            )
+            shifted = exp.Mul(this=exp.Paren(this=number), expression=exp.Literal.number(256))
+            number = exp.Paren(this=exp.Add(this=shifted, expression=octet))
         tests = []
         for block in node.args[1:]:
             if not isinstance(block, Literal) or not isinstance(block.value, str):
@@ -485,6 +503,7 @@ def _math(op: str) -> Callable[[Compiler, FunctionCall, list[Typed]], Typed]:
     return apply
 
 
+_CONSTANT_ARGUMENTS = {"between": 3, "cidrmatch": 1, "number": 1}
 _Handler = tuple[tuple[int, int], bool, Callable[[Compiler, FunctionCall, list[Typed]], Typed]]
 _FUNCTIONS: dict[str, _Handler] = {
     "add": ((2, 2), False, _math("+")),

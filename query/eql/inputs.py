@@ -115,6 +115,18 @@ def _time_sql(arrow_type: pa.DataType, column: str) -> exp.Expr:
     return exp.func("COALESCE", utc, from_millis(millis))
 
 
+def _whole_numbers_as_integers(table: pa.Table) -> pa.Table:
+    """Columns DuckDB's JSON reader typed DECIMAL(p, 0) (mixed-sign integers) as BIGINT."""
+    for index, column in enumerate(table.schema):
+        if pa.types.is_decimal(column.type) and column.type.scale == 0:
+            try:
+                integers = table.column(index).cast(pa.int64())
+            except pa.ArrowInvalid:  # beyond 64 bits: keep the exact decimal
+                continue
+            table = table.set_column(index, column.name, integers)
+    return table
+
+
 def _locked(
     table: pa.Table, category_field: str | None, time_field: str, tiebreaker: str | None
 ) -> tuple[duckdb.DuckDBPyConnection, EventSource]:
@@ -126,6 +138,7 @@ def _locked(
         if name is not None and name not in table.column_names:
             known = ", ".join(table.column_names[:20])
             raise EqlError(f"the {role} field {name!r} is not in the input (it has {known})")
+    table = _whole_numbers_as_integers(table)
     table = table.append_column(ROW_COLUMN, pa.array(range(table.num_rows), pa.int64()))
     connection = duckdb.connect(config={"threads": 2})
     connection.register("eql_raw", table)

@@ -14,9 +14,10 @@ from .groups import compile_join, compile_sample
 from .sequence import SequenceColumns, compile_sequence
 from .source import EventSource, Kind
 
-__all__ = ["LOCATOR", "Plan", "compile_query"]
+__all__ = ["COUNT_KEY", "LOCATOR", "Plan", "compile_query"]
 
 LOCATOR = "__loc"
+COUNT_KEY = "__key"
 
 
 @dataclass(frozen=True)
@@ -201,15 +202,18 @@ class _EventPipes:
             self.statement = exp.select(exp.alias_(count, "count")).from_(source)
             return
         fields = self._fields(pipe)
-        key = fields[0] if len(fields) == 1 else exp.Array(expressions=fields)
+        # Several fields: a column each (a SQL list holds one type); the engine lists them.
+        names = ["key"] if len(fields) == 1 else [f"{COUNT_KEY}{i}" for i in range(len(fields))]
         percent = exp.Div(this=exp.cast(count, "DOUBLE"), expression=total)
         self.statement = (
             exp.select(
-                exp.alias_(key, "key"), exp.alias_(count, "count"), exp.alias_(percent, "percent")
+                *[exp.alias_(f, n) for f, n in zip(fields, names, strict=True)],
+                exp.alias_(count, "count"),
+                exp.alias_(percent, "percent"),
             )
             .from_(source)
             .group_by(*fields)
-            .order_by(exp.column("count"), exp.column("key"))
+            .order_by(exp.column("count"), *[exp.column(n) for n in names])
         )
 
     def finish(self) -> exp.Select:

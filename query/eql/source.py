@@ -132,18 +132,20 @@ class EventSource:
                 )
                 return Resolved(extract, Kind.JSON)
             if kind is Kind.STRUCT:
-                return self._struct_path(head, rest)
+                return self._struct_path(head, rest, field.optional)
         if field.optional:
             return Resolved(exp.null(), Kind.NULL)
         raise EqlError(self._unknown(whole))
 
-    def _struct_path(self, head: str, rest: tuple[str, ...]) -> Resolved:
+    def _struct_path(self, head: str, rest: tuple[str, ...], optional: bool) -> Resolved:
         data_type = exp.DataType.build(self.columns[head], dialect="duckdb")
         sql: exp.Expr = self.column(head)
         for part in rest:
             children = {c.name: c for c in data_type.expressions if isinstance(c, exp.ColumnDef)}
             child = children.get(part)
             if child is None or not isinstance(child.args.get("kind"), exp.DataType):
+                if optional:
+                    return Resolved(exp.null(), Kind.NULL)
                 raise EqlError(self._unknown(".".join((head, *rest))))
             sql = exp.Dot(this=sql, expression=exp.to_identifier(part, quoted=True))
             data_type = child.args["kind"]

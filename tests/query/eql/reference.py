@@ -273,7 +273,8 @@ class _Matcher:
         * Kept if: no leading/trailing steps; or a leading step exists and no ``L`` was found; or a
           trailing step exists and no ``T`` was found; or both exist and ``T - L > maxspan``; or
           only leading steps exist and ``last - L > maxspan``; or only trailing ones and
-          ``T - first > maxspan``. Without maxspan, any ``L`` or ``T`` found rejects the match.
+          ``T - first > maxspan``. Without maxspan no span exceeds it, so only the "not found"
+          clauses can keep a match with leading or trailing steps.
         """
         times = [self.times[i] for i in events]
         first_positive, last_positive = self.positive[0], self.positive[-1]
@@ -308,12 +309,12 @@ class _Matcher:
             ),
             default=None,
         )
-        if self.maxspan is None:
-            return latest is None and earliest is None
         if leading and latest is None:
             return True
         if trailing and earliest is None:
             return True
+        if self.maxspan is None:
+            return False  # no span can exceed an absent maxspan
         if leading and trailing:
             assert latest is not None and earliest is not None
             return earliest - latest > self.maxspan

@@ -85,17 +85,6 @@ def case(query: str, expected: list[int], *marks: Any) -> Any:
     return pytest.param(query, expected, id=query, marks=marks)
 
 
-DECIMAL_DIVISION = bug(
-    "an integer field holding negative and positive values loads as DECIMAL(38,0) "
-    "and `/` then does not truncate"
-)
-CIDR = bug("cidrMatch fails: 'Parameter argument/count mismatch' (and its octet sum lacks parens)")
-INDEX_OF_START = bug("indexOf with a start argument crashes: ValueError from zip(strict=True)")
-NULL_TYPED = bug(
-    "a field known to be null (?absent, or null in every record) compiles `f != v` to "
-    "`NOT v IS NULL` and `f == v` to `v IS NULL`, so `!=`/`not ==` match"
-)
-OPTIONAL_NESTED = bug("?attrs.x (optional nested field that does not exist) raises unknown field")
 
 # -- expressions ----------------------------------------------------------------------------------
 
@@ -181,8 +170,8 @@ ARITHMETIC = [
     case("any where pid + 1 == 5", [0, 2]),
     case("any where pid - 1 == 3", [0, 2]),
     case("any where pid * 2 == 16", [1]),
-    case("any where pid / 2 == 3", [5], DECIMAL_DIVISION),
-    case("any where pid / 2 == -1", [4], DECIMAL_DIVISION),
+    case("any where pid / 2 == 3", [5]),
+    case("any where pid / 2 == -1", [4]),
     case("any where -7 / 2 == -3", ALL),
     case("any where 7 / -2 == -3", ALL),
     case("any where (0 - size) / 1000 == -2", [2]),
@@ -205,26 +194,26 @@ FUNCTIONS = [
     case("any where add(pid, 1) == 5", [0, 2]),
     case("any where subtract(pid, 1) == 3", [0, 2]),
     case("any where multiply(pid, 2) == 16", [1]),
-    case("any where divide(pid, 2) == 3", [5], DECIMAL_DIVISION),
-    case("any where divide(pid, 2) == -1", [4], DECIMAL_DIVISION),
+    case("any where divide(pid, 2) == 3", [5]),
+    case("any where divide(pid, 2) == -1", [4]),
     case("any where divide(size, 3) == 33", [0]),
     case("any where divide(pid, 2.0) == 3.5", [5]),
     case("any where modulo(pid, 4) == 0", [0, 1, 2, 3]),
     case('any where between(path, "System32\\\\", ".exe") == "cmd"', [0]),
     case('any where between~(path, "system32\\\\", ".EXE") == "cmd"', [0]),
     case('any where between(path, "system32\\\\", ".EXE") == "cmd"', []),
-    case('any where cidrMatch(ip, "10.0.0.0/8")', [0, 3, 5], CIDR),
-    case('any where cidrMatch(ip, "10.0.0.0/24")', [0, 5], CIDR),
-    case('any where cidrMatch(ip, "192.168.0.0/16", "172.16.0.0/12")', [1, 4], CIDR),
-    case('any where cidrMatch(ip, "10.0.0.5/32")', [0], CIDR),
+    case('any where cidrMatch(ip, "10.0.0.0/8")', [0, 3, 5]),
+    case('any where cidrMatch(ip, "10.0.0.0/24")', [0, 5]),
+    case('any where cidrMatch(ip, "192.168.0.0/16", "172.16.0.0/12")', [1, 4]),
+    case('any where cidrMatch(ip, "10.0.0.5/32")', [0]),
     case('any where concat(name, "-", user) == "curl-"', [3]),
     case('any where concat(name, pid) == "cmd.exe4"', [0]),
     case('any where concat(null, "a") == "a"', ALL),
     case('any where endsWith(name, ".exe")', [0, 5]),
     case('any where endsWith~(name, ".EXE")', [0, 1, 5]),
     case('any where indexOf(name, "e") == 4', [0]),
-    case('any where indexOf(name, "e", 2) == 9', [5], INDEX_OF_START),
-    case('any where indexOf(name, "e", 0) == 4', [0], INDEX_OF_START),
+    case('any where indexOf(name, "e", 2) == 9', [5]),
+    case('any where indexOf(name, "e", 0) == 4', [0]),
     case('any where indexOf(name, "zz") == null', ALL),
     case('any where indexOf~(name, "E") == 4', [0, 1]),
     case("any where length(name) == 4", [3, 4]),
@@ -256,11 +245,11 @@ FIELDS = [
     case('any where attrs.name : "ALPHA"', [0, 4]),
     case("any where ?opt == null", ALL),
     case('any where ?opt == "x"', []),
-    case('any where ?opt != "x"', [], NULL_TYPED),
-    case('any where not (?opt == "x")', [], NULL_TYPED),
+    case('any where ?opt != "x"', []),
+    case('any where not (?opt == "x")', []),
     case("any where ?pid == 4", [0, 2]),
-    case("any where ?attrs.a.zz == null", ALL, OPTIONAL_NESTED),
-    case("any where ?attrs.zz == null", ALL, OPTIONAL_NESTED),
+    case("any where ?attrs.a.zz == null", ALL),
+    case("any where ?attrs.zz == null", ALL),
     case('"my-cat" where true', [4]),
     case('"process" where pid == 8', [1]),
     case("any where `my-field` == 7", [0, 4]),
@@ -326,7 +315,6 @@ def test_string_literals_and_escapes(query: str, expected: list[int]) -> None:
     assert ids(query, STRINGS) == expected
 
 
-@bug("number(s, base) is rejected: 'number() supports base 10 only' (Elasticsearch takes a base)")
 def test_number_with_a_base() -> None:
     records = [
         {"category": "a", "time": 1, "code": "ff"},
@@ -342,7 +330,6 @@ def test_modulo_sign_follows_the_dividend_as_in_elasticsearch() -> None:
     assert ids("any where modulo(pid, 5) == -3") == [4]
 
 
-@bug("a field that is null in every record compiles `f != v` to `NOT v IS NULL` and so matches")
 def test_comparison_with_an_all_null_field_is_null() -> None:
     records = [{"category": "a", "time": 1, "n": None, "s": None}]
     assert ids("a where n != 0", records) == []
@@ -350,7 +337,6 @@ def test_comparison_with_an_all_null_field_is_null() -> None:
     assert ids("a where not (n == 0)", records) == []
 
 
-@bug("an integer field holding negative and positive values comes back as decimal.Decimal")
 def test_integer_fields_come_back_as_integers() -> None:
     event = run("any where pid == 4").events[0]
     assert type(event["pid"]) is int
@@ -413,7 +399,6 @@ def test_count_by_two_string_fields() -> None:
     ]
 
 
-@bug("count over fields of different types fails in DuckDB (list_value of VARCHAR and BIGINT)")
 def test_count_by_fields_of_different_types() -> None:
     result = run("any where pid == 4 | count category, pid")
     assert [(list(row["key"]), row["count"]) for row in result.counts] == [
