@@ -85,7 +85,6 @@ def case(query: str, expected: list[int], *marks: Any) -> Any:
     return pytest.param(query, expected, id=query, marks=marks)
 
 
-
 # -- expressions ----------------------------------------------------------------------------------
 
 COMPARISONS = [
