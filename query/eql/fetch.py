@@ -8,6 +8,7 @@ writer log's segment ranges; for other inputs, the rows of the in-memory table.
 from __future__ import annotations
 
 import bisect
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -43,7 +44,7 @@ def ledger_fetcher(ledger: Ledger) -> Fetcher:
             wanted[locator["writer_id"]].add(locator["seq"])
         found: dict[Hashable, dict[str, Any]] = {}
         layouts = {layout.writer_id: layout for layout in ledger.writer_layouts()}
-        with duckdb.connect(config={"threads": 2}) as connection:
+        with _reader().cursor() as connection:
             for writer_id, seqs in wanted.items():
                 segments = segments_in_force(layouts[writer_id])[0] if writer_id in layouts else []
                 files = _files_holding(segments, seqs)
@@ -55,6 +56,21 @@ def ledger_fetcher(ledger: Ledger) -> Fetcher:
         return found
 
     return fetch
+
+
+_READER: list[duckdb.DuckDBPyConnection] = []
+_READER_LOCK = threading.Lock()
+
+
+def _reader() -> duckdb.DuckDBPyConnection:
+    """One in-memory DuckDB for reading rows back; each fetch takes a cursor of it.
+
+    Opening a database costs tens of milliseconds, more than reading a few rows.
+    """
+    with _READER_LOCK:
+        if not _READER:
+            _READER.append(duckdb.connect(config={"threads": 2}))
+        return _READER[0]
 
 
 def _files_holding(segments: list[SegmentFile], seqs: set[int]) -> list[str]:

@@ -210,6 +210,11 @@ class _Builder:
 
     def build(self) -> SequencePlan:
         self.ctes.append(("__cand", self.candidates()))
+        source = "__cand"
+        if len(self.positive) > 1:
+            self.ctes.append(("__span", self._spans()))
+            self.ctes.append(("__live", self._live()))
+            source = "__live"
         first = exp.select(
             exp.Star(),
             exp.alias_(
@@ -217,7 +222,7 @@ class _Builder:
             ),
             exp.alias_(exp.column("__m0"), "__r0"),
             exp.alias_(exp.column(TIME), "__s0"),
-        ).from_("__cand")
+        ).from_(source)
         self.ctes.append(("__step0", first))
         for step in range(1, len(self.positive)):
             self.ctes.append((f"__step{step}", self._advance(step)))
@@ -236,6 +241,41 @@ class _Builder:
             select = select.with_(name, as_=cte, copy=False)
         return SequencePlan(
             select, SequenceColumns(self.key_count, tuple(s.missing for s in self.steps))
+        )
+
+    def _spans(self) -> exp.Select:
+        """Per join key, the first event of the first step and the last of the last step.
+
+        Only keys with both can complete a match, and only events between those two times can
+        take part: a hash aggregate and join drop the rest before any window sorts them.
+        """
+        last = len(self.positive) - 1
+        first_time = exp.Min(this=_when("__m0", exp.column(TIME)))
+        last_time = exp.Max(this=_when(f"__m{last}", exp.column(TIME)))
+        spans = exp.select(
+            *self.keys, exp.alias_(first_time, "__from"), exp.alias_(last_time, "__to")
+        ).from_("__cand")
+        spans = spans.group_by(*self.keys) if self.keys else spans
+        return spans.having(exp.LTE(this=exp.column("__from"), expression=exp.column("__to")))
+
+    def _live(self) -> exp.Select:
+        """The candidates that can take part in a match (see ``_spans``)."""
+        same_key = [
+            exp.NullSafeEQ(
+                this=exp.column(k.name, table="c"), expression=exp.column(k.name, table="s")
+            )
+            for k in self.keys
+        ]
+        within = exp.Between(
+            this=exp.column(TIME, table="c"),
+            low=exp.column("__from", table="s"),
+            high=exp.column("__to", table="s"),
+        )
+        joined = exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("c")))
+        return joined.from_(exp.to_table("__cand").as_("c")).join(
+            exp.to_table("__span").as_("s"),
+            on=exp.and_(*same_key, within) if same_key else within,
+            join_type="inner",
         )
 
     def _chains(self) -> exp.Select:
