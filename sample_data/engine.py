@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from .ids import MICROS_PER_HOUR, MICROS_PER_MINUTE, Ids, to_micros
 from .org import build_organisation
 from .records import Label
 from .scenarios import SCENARIO_SPECS
-from .session import Scheduled, World
+from .session import ChainTag, Scheduled, World
 
 __all__ = ["NEVER", "Batch", "ShardEngine", "ShardStats"]
 
@@ -146,85 +147,127 @@ class ShardEngine:
         world = self.world
         wakeups = self.wakeups
         buckets = self.buckets
+        pending = world.pending
         while wakeups[0][0] < horizon:
             wake, number, life = wakeups[0]
             world.clock = wake
             heapq.heapreplace(wakeups, (next(life), number, life))
-            for entry in world.pending:
-                buckets[entry[0] // _STEP].append(entry)
-            world.pending.clear()
+            # File the session's events by step, a slice per step (the sort is stable, and a
+            # session's events mostly come in time order already).
+            pending.sort(key=_time_of)
+            first = 0
+            while first < len(pending):
+                step = pending[first][0] // _STEP
+                end = bisect_left(pending, (step + 1) * _STEP, first, key=_time_of)
+                buckets[step] += pending[first:end]
+                first = end
+            pending.clear()
 
     def _deliver(self, bucket: list[Scheduled], horizon: int) -> Batch | None:
-        """Deliver one step's events and whatever held-back events fall due before horizon."""
+        """Deliver one step's events and whatever held-back events fall due before horizon.
+
+        Most events go straight out: runs of them up to the next one that needs attention (a
+        chain's, a late or repeated one, one before which held-back events fall due, the end of
+        the budget) are passed on as slices; those are delivered one at a time.
+        """
         bucket.sort(key=_time_of)  # stable: a session's events at one time keep their order
-        if bucket and self.first_micros is None:
-            self.first_micros = bucket[0][0]
-        # The per-event loop works on locals; the state is stored back after it.
-        delivery = self.delivery
-        config = self.config
-        budget = self.budget
-        delayed = self.delayed
-        committed = self.committed
-        late_in = self.late_in
-        duplicate_in = self.duplicate_in
-        next_release = delayed[0][0] if delayed else NEVER
-        times: list[int] = []
-        lines: list[str] = []
+        out_times: list[int] = []
+        out_lines: list[str] = []
         labels: list[tuple[int, Label]] = []
-        pulled = 0
-        last = -1
-        for t, line, tag in bucket:
-            if t >= next_release:
-                while delayed and delayed[0][0] <= t:
-                    release, _, held = heapq.heappop(delayed)
-                    times.append(release)
-                    lines.append(held)
-                next_release = delayed[0][0] if delayed else NEVER
-            if tag is None:
-                if committed >= budget:
-                    continue  # out of budget: background stops, injected chains still finish
-                committed += 1
+        if bucket:
+            if self.first_micros is None:
+                self.first_micros = bucket[0][0]
+            times, lines, tags = zip(*bucket, strict=True)
+            size = len(bucket)
+            if tags.count(None) == size:
+                chained = [size]
             else:
-                self.chain_pending -= 1
-                if tag.label is not None:
-                    labels.append((t, tag.label))
-            pulled += 1
-            last = t
-            late_in -= 1
-            if late_in:
-                times.append(t)
-                lines.append(line)
-                release = t
-            else:
-                late_in = _events_until_next(delivery, config.late_fraction)
-                self.late += 1
-                self.order += 1
-                release = t + _log_uniform(delivery(), _LATE_MIN, _LATE_MAX)
-                heapq.heappush(delayed, (release, self.order, line))
-                next_release = min(next_release, release)
-            duplicate_in -= 1
-            if not duplicate_in:
-                duplicate_in = _events_until_next(delivery, config.duplicate_fraction)
-                if committed < budget:
-                    committed += 1
-                    self.duplicates += 1
-                    self.order += 1
-                    again = release + _log_uniform(delivery(), _RETRY_MIN, _RETRY_MAX)
-                    heapq.heappush(delayed, (again, self.order, line))
-                    next_release = min(next_release, again)
+                chained = [at for at, tag in enumerate(tags) if tag is not None]
+                chained.append(size)
+            next_chain = 0
+            at = 0
+            while at < size:
+                chain_at = chained[next_chain]
+                room = self.budget - self.committed
+                if room <= 0:
+                    at = chain_at  # out of budget: background stops, injected chains still finish
+                else:
+                    stop = min(
+                        chain_at, at + room, at + self.late_in - 1, at + self.duplicate_in - 1
+                    )
+                    if self.delayed:
+                        stop = bisect_left(times, self.delayed[0][0], at, stop)
+                    if stop > at:
+                        out_times += times[at:stop]
+                        out_lines += lines[at:stop]
+                        count = stop - at
+                        self.committed += count
+                        self.pulled += count
+                        self.late_in -= count
+                        self.duplicate_in -= count
+                        self.last_micros = times[stop - 1]
+                        at = stop
+                if at == size:
+                    break
+                if at == chain_at:
+                    next_chain += 1
+                self._deliver_one(times[at], lines[at], tags[at], out_times, out_lines, labels)
+                at += 1
+        delayed = self.delayed
         while delayed and delayed[0][0] < horizon:
             release, _, held = heapq.heappop(delayed)
-            times.append(release)
-            lines.append(held)
-        self.committed = committed
-        self.late_in = late_in
-        self.duplicate_in = duplicate_in
-        self.pulled += pulled
-        if pulled:
-            self.last_micros = last
-        if not lines and not labels:
+            out_times.append(release)
+            out_lines.append(held)
+        if not out_lines and not labels:
             return None
-        return Batch(horizon, times, lines, labels)
+        return Batch(horizon, out_times, out_lines, labels)
+
+    def _deliver_one(
+        self,
+        t: int,
+        line: str,
+        tag: ChainTag | None,
+        out_times: list[int],
+        out_lines: list[str],
+        labels: list[tuple[int, Label]],
+    ) -> None:
+        """Deliver one event: held-back events due before it, then it (late, or twice, maybe)."""
+        delayed = self.delayed
+        while delayed and delayed[0][0] <= t:
+            release, _, held = heapq.heappop(delayed)
+            out_times.append(release)
+            out_lines.append(held)
+        if tag is None:
+            if self.committed >= self.budget:
+                return  # out of budget: background stops, injected chains still finish
+            self.committed += 1
+        else:
+            self.chain_pending -= 1
+            if tag.label is not None:
+                labels.append((t, tag.label))
+        self.pulled += 1
+        self.last_micros = t
+        delivery = self.delivery
+        self.late_in -= 1
+        if self.late_in:
+            out_times.append(t)
+            out_lines.append(line)
+            release = t
+        else:
+            self.late_in = _events_until_next(delivery, self.config.late_fraction)
+            self.late += 1
+            self.order += 1
+            release = t + _log_uniform(delivery(), _LATE_MIN, _LATE_MAX)
+            heapq.heappush(delayed, (release, self.order, line))
+        self.duplicate_in -= 1
+        if not self.duplicate_in:
+            self.duplicate_in = _events_until_next(delivery, self.config.duplicate_fraction)
+            if self.committed < self.budget:
+                self.committed += 1
+                self.duplicates += 1
+                self.order += 1
+                again = release + _log_uniform(delivery(), _RETRY_MIN, _RETRY_MAX)
+                heapq.heappush(delayed, (again, self.order, line))
 
     def _inject(self, now: int) -> None:
         """Inject the chains that are due, as seen at time now."""

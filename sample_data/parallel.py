@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import sys
 import traceback
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -133,10 +134,35 @@ def _grouped(batches: Iterator[Batch | ShardStats]) -> Iterator[Batch | ShardSta
 def _joined(group: list[Batch]) -> Batch:
     if len(group) == 1:
         return group[0]
-    times = [when for batch in group for when in batch.times]
-    lines = [line for batch in group for line in batch.lines]
-    labels = [label for batch in group for label in batch.labels]
+    times: list[int] = []
+    lines: list[str] = []
+    labels: list[tuple[int, Label]] = []
+    for batch in group:
+        times += batch.times
+        lines += batch.lines
+        labels += batch.labels
     return Batch(group[-1].until, times, lines, labels)
+
+
+@dataclass(frozen=True)
+class _Packed:
+    """A batch as a worker sends it: pickling one blob of text is cheaper than many lines."""
+
+    until: int
+    times: bytes
+    text: bytes
+    labels: list[tuple[int, Label]]
+
+    @classmethod
+    def of(cls, batch: Batch) -> _Packed:
+        """Pack a batch for sending."""
+        text = "\n".join(batch.lines).encode()
+        return cls(batch.until, array("q", batch.times).tobytes(), text, batch.labels)
+
+    def unpacked(self) -> Batch:
+        """The batch that was packed."""
+        lines = self.text.decode().split("\n") if self.text else []
+        return Batch(self.until, array("q", self.times).tolist(), lines, self.labels)
 
 
 @dataclass(frozen=True)
@@ -151,7 +177,7 @@ def _run_shard(config: SimulationConfig, shard: int, connection: Connection) -> 
     gc.disable()  # as in write_sample: the run's garbage is acyclic
     try:
         for item in _grouped(ShardEngine(config, shard, SHARDS).run()):
-            connection.send(item)
+            connection.send(_Packed.of(item) if isinstance(item, Batch) else item)
     except BaseException:
         connection.send(_WorkerFailure(traceback.format_exc()))
     finally:
@@ -190,6 +216,9 @@ def _received(receiver: Connection, shard: int) -> Iterator[Batch | ShardStats]:
                 raise RuntimeError(f"simulator shard {shard} stopped without a result") from None
             if isinstance(item, _WorkerFailure):
                 raise RuntimeError(f"simulator shard {shard} failed:\n{item.trace}")
+            if isinstance(item, _Packed):
+                yield item.unpacked()
+                continue
             yield item
             if isinstance(item, ShardStats):
                 return
