@@ -189,15 +189,16 @@ class Session:
     """One agent's conversation/run: keeps ids, trace context and the caused_by thread.
 
     Each method appends its event to `sink` as a line of JSON and returns the event's id. The
-    members all of the session's events share are serialised once, when the session or its task
-    starts, and spliced into each line rather than serialising a dict per event.
+    members all events of the session's current task share (agent, session, task, trace, root
+    span, on whose behalf) are serialised once, when the session or its task starts, and each
+    line is one f-string around them: this is the simulator's hot path.
     """
 
     __slots__ = (
         "_acting",
         "_agent",
         "_behalf",
-        "_context",
+        "_shared",
         "agent_id",
         "credential",
         "ids",
@@ -241,25 +242,16 @@ class Session:
         self._agent = agent.json_agent
         self._acting = f"{agent.json_principal},{credential.json_fields}"
         self._behalf = "" if on_behalf_of is None else _behalf_text(on_behalf_of)
+        self._shared = ""
+        self._share()
+
+    def _share(self) -> None:
+        """Serialise the members every event of the current task repeats, with a comma after."""
         # Ids (session, task, trace, span, event) are hex digits and dashes: no JSON escaping.
-        self._context = f'"session_id":"{self.session_id}","trace_id":"{self.trace_id}",'
-
-    def _set_task(self, task_id: str) -> None:
-        self.task_id = task_id
-        self._context = (
-            f'"session_id":"{self.session_id}","task_id":"{task_id}","trace_id":"{self.trace_id}",'
-        )
-
-    def _head(self, t: int, operation: str, caused_by: str | None) -> tuple[str, str]:
-        """A new event at t: its id, and its line up to the event-specific members."""
-        event_id, time_text, span_id = self.ids.stamp(t)
-        self.last = event_id
-        self.last_span = span_id
-        cause = "" if caused_by is None else f',"caused_by":"{caused_by}"'
-        return event_id, (
-            f'{{"event_id":"{event_id}","time":"{time_text}",{self._agent}{operation}'
-            f'{self._context}"span_id":"{span_id}","parent_span_id":"{self.root_span}"'
-            f"{cause}{self._behalf}"
+        task = "" if self.task_id is None else f'"task_id":"{self.task_id}",'
+        self._shared = (
+            f'{self._agent}"session_id":"{self.session_id}",{task}"trace_id":"{self.trace_id}",'
+            f'"parent_span_id":"{self.root_span}"{self._behalf},'
         )
 
     def start_task(
@@ -267,47 +259,70 @@ class Session:
     ) -> str:
         """Open a task: `task.start` with the declared intent and the scopes it says it needs."""
         ids = self.ids
-        self._set_task(ids.token("task-"))
+        self.task_id = ids.token("task-")
         self.root_span = ids.span_id()
         event_id, time_text, _ = ids.stamp(t)
+        self._share()
+        task = f'"task_id":"{self.task_id}",'
         parent = "" if self.parent_span is None else f',"parent_span_id":"{self.parent_span}"'
         cause = caused_by if caused_by is not None else self.last
-        cause_text = "" if cause is None else f',"caused_by":"{cause}"'
         self.last = event_id
         self.last_span = self.root_span
         line = (
             f'{{"event_id":"{event_id}","time":"{time_text}",{self._agent}'
-            f'"category":"task","action":"task.start",{self._context}'
-            f'"span_id":"{self.root_span}"{parent}{cause_text}{self._behalf},'
-            f'"intent":{json_text(intent)},"intent_scopes":{json_text(scopes)},"outcome":"success"}}'
+            f'"session_id":"{self.session_id}",{task}"trace_id":"{self.trace_id}"{parent}'
+            f'{self._behalf},"category":"task","action":"task.start","span_id":"{self.root_span}"'
+            f'{_cause_text(cause)},"intent":{json_text(intent)},"intent_scopes":{json_text(scopes)},'
+            f'"outcome":"success"}}'
         )
         self.sink.append((t, line, None))
         return event_id
 
     def join_task(self, task_id: str) -> None:
         """Work inside another agent's task (a hand-off that keeps the task id)."""
-        self._set_task(task_id)
+        self.task_id = task_id
+        self._share()
 
     def complete_task(self, t: int, outcome: str = "success") -> str:
         """Close the current task."""
-        event_id, head = self._head(t, _TASK_COMPLETE, self.last)
-        self.sink.append((t, f"{head}{_outcome_text(outcome)}}}", None))
+        event_id, time_text, span_id = self.ids.stamp(t)
+        cause = self.last
+        self.last = event_id
+        self.last_span = span_id
+        self.sink.append(
+            (
+                t,
+                f'{{"event_id":"{event_id}","time":"{time_text}",{self._shared}'
+                f'"category":"task","action":"task.complete","span_id":"{span_id}"'
+                f"{_cause_text(cause)}{_OUTCOME_TEXTS[outcome]}}}",
+                None,
+            )
+        )
         return event_id
 
     def llm(self, t: int, untrusted: bool = False, caused_by: str | None = None) -> str:
         """A model call; untrusted when the context it read came from outside (mail, web, PRs)."""
-        event_id, head = self._head(t, _LLM_CHAT, caused_by or self.last)
+        event_id, time_text, span_id = self.ids.stamp(t)
+        cause = caused_by or self.last
+        self.last = event_id
+        self.last_span = span_id
         rnd = self.rnd
         r = rnd()
         model = _MODELS[int(rnd() * len(_MODELS))]
         input_tokens = 400 + int(r * r * 24_000)
         output_tokens = 30 + int(rnd() * 900)
-        line = (
-            f"{head}{_UNTRUSTED_LLM if untrusted else _TRUSTED_LLM}"
-            f'"gen_ai.request.model":"{model}","gen_ai.usage.input_tokens":{input_tokens},'
-            f'"gen_ai.usage.output_tokens":{output_tokens}}}}}'
+        self.sink.append(
+            (
+                t,
+                f'{{"event_id":"{event_id}","time":"{time_text}",{self._shared}'
+                f'"category":"llm","action":"llm.chat","span_id":"{span_id}"'
+                f"{_cause_text(cause)}"
+                f"{_UNTRUSTED_LLM if untrusted else _TRUSTED_LLM}"
+                f'"gen_ai.request.model":"{model}","gen_ai.usage.input_tokens":{input_tokens},'
+                f'"gen_ai.usage.output_tokens":{output_tokens}}}}}',
+                None,
+            )
         )
-        self.sink.append((t, line, None))
         return event_id
 
     def act(
@@ -324,23 +339,40 @@ class Session:
         texts = _OP_TEXTS.get(op)
         if texts is None:
             texts = _op_texts(op)
-        event_id, head = self._head(t, texts[0], caused_by or self.last)
+        event_id, time_text, span_id = self.ids.stamp(t)
+        cause = caused_by or self.last
+        self.last = event_id
+        self.last_span = span_id
         members = orjson.dumps(fields)[1:-1].decode()
-        if members:
-            members = "," + members
         failure = "" if error is None else f',"error":{json_text(error)}'
-        line = f"{head}{self._acting}{texts[1]}{members}{_outcome_text(outcome)}{failure}}}"
-        self.sink.append((t, line, None))
+        self.sink.append(
+            (
+                t,
+                f'{{"event_id":"{event_id}","time":"{time_text}",{self._shared}{texts[0]}'
+                f'"span_id":"{span_id}"{_cause_text(cause)}{self._acting}{texts[1]}'
+                f"{',' if members else ''}{members}{_OUTCOME_TEXTS[outcome]}{failure}}}",
+                None,
+            )
+        )
         return event_id
 
     def approval(self, t: int, action: str, approval_for: str, approver: str, reason: str) -> str:
         """A human decision recorded in this session: approval.request/grant/deny."""
-        event_id, head = self._head(t, _operation_text("approval", action), self.last)
-        line = (
-            f'{head},"approval_for":{json_text(approval_for)},"approver":{json_text(approver)},'
-            f'"outcome":"success","attrs":{{"reason":{json_text(reason)}}}}}'
+        event_id, time_text, span_id = self.ids.stamp(t)
+        cause = self.last
+        self.last = event_id
+        self.last_span = span_id
+        self.sink.append(
+            (
+                t,
+                f'{{"event_id":"{event_id}","time":"{time_text}",{self._shared}'
+                f'"category":"approval","action":{json_text(action)},"span_id":"{span_id}"'
+                f"{_cause_text(cause)},"
+                f'"approval_for":{json_text(approval_for)},"approver":{json_text(approver)},'
+                f'"outcome":"success","attrs":{{"reason":{json_text(reason)}}}}}',
+                None,
+            )
         )
-        self.sink.append((t, line, None))
         return event_id
 
 
@@ -355,7 +387,10 @@ def _operation_text(category: str, action: str) -> str:
 
 
 _OP_TEXTS: dict[Op, tuple[str, str]] = {}
-_OUTCOME_TEXTS: dict[str, str] = {}
+_OUTCOME_TEXTS = {
+    outcome: f',"outcome":"{outcome}"' for outcome in ("success", "failure", "error", "denied")
+}
+"""The outcome member for each outcome of DESIGN.md §2."""
 _BEHALF_TEXTS: dict[str, str] = {}
 
 
@@ -364,13 +399,6 @@ def _op_texts(op: Op) -> tuple[str, str]:
     category, action, scope = op
     texts = _OP_TEXTS[op] = (_operation_text(category, action), f',"scope_used":{json_text(scope)}')
     return texts
-
-
-def _outcome_text(outcome: str) -> str:
-    text = _OUTCOME_TEXTS.get(outcome)
-    if text is None:
-        text = _OUTCOME_TEXTS[outcome] = f',"outcome":{json_text(outcome)}'
-    return text
 
 
 def _behalf_text(on_behalf_of: str) -> str:
@@ -382,7 +410,9 @@ def _behalf_text(on_behalf_of: str) -> str:
     return text
 
 
-_TASK_COMPLETE = _operation_text("task", "task.complete")
-_LLM_CHAT = _operation_text("llm", "llm.chat")
+def _cause_text(cause: str | None) -> str:
+    return "" if cause is None else f',"caused_by":"{cause}"'
+
+
 _TRUSTED_LLM = ',"input_trust":"trusted","outcome":"success","attrs":{'
 _UNTRUSTED_LLM = ',"input_trust":"untrusted","outcome":"success","attrs":{'
