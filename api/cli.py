@@ -600,6 +600,10 @@ def demo(
     console.print("3. what the agents did (sql over the events view)")
     for title, query in _DEMO_QUERIES:
         print_table(_guarded(partial(store.sql, query)), console, title=title)
+    console.print("4. what they were trying to do (eql sequences)")
+    for title, query in _DEMO_SEQUENCES:
+        console.print(f"[bold]{title}[/]\n{query}", highlight=False)
+        print_eql(_guarded(partial(store.eql, query, size=3)), "table", console)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -626,6 +630,24 @@ _DEMO_QUERIES = (
         "WHERE s.sensitivity IN ('confidential', 'restricted') AND s.outcome = 'success' "
         "AND n.category = 'network' AND n.external AND n.outcome = 'success' "
         "ORDER BY s.time LIMIT 8",
+    ),
+)
+
+
+_DEMO_SEQUENCES = (
+    (
+        "Secret read, then a config change, then a job trigger, same agent within an hour",
+        "sequence by agent_id with maxspan=1h\n"
+        '  [secret where action == "secret.read" and outcome == "success"]\n'
+        '  [config where action : "config.*"]\n'
+        '  [job where action == "job.trigger"]',
+    ),
+    (
+        "Sensitive read, then an external send with no approval between, same session",
+        "sequence by session_id with maxspan=30m\n"
+        '  [data where sensitivity in ("confidential", "restricted") and outcome == "success"]\n'
+        " ![approval where true]\n"
+        '  [network where external == true and outcome == "success"]',
     ),
 )
 

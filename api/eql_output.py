@@ -24,7 +24,7 @@ _NOUNS = {
     "samples": ("sample", "samples"),
     "counts": ("count row", "count rows"),
 }
-_SUMMARY_FIELDS = ("time", "category", "action", "agent_id", "outcome", "resource", "event_id")
+_SUMMARY_FIELDS = ("time", "action", "agent_id", "outcome", "resource", "destination", "event_id")
 
 
 def _json_ready(event: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def _objects(result: EqlResult) -> list[Any]:
 
 def _summary_fields(events: list[dict[str, Any]]) -> list[str]:
     """The columns a table shows: the ledger's summary fields, else every field of the input."""
-    present = list(dict.fromkeys(k for e in events for k in e))
+    present = list(dict.fromkeys(k for e in events for k, v in e.items() if v is not None))
     summary = [f for f in _SUMMARY_FIELDS if f in present]
     return summary if len(summary) >= 4 else present
 
