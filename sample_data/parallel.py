@@ -20,16 +20,17 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkContext, SpawnContext
 from operator import itemgetter
 
+import numpy as np
+
 from .config import SHARDS, SimulationConfig
 from .engine import NEVER, Batch, ShardEngine, ShardStats
 from .records import Label
 
 __all__ = ["MergedRun", "usable_cpus"]
 
-_LINES_PER_MESSAGE = 8192
+_LINES_PER_MESSAGE = 1024
 """Consecutive batches are sent (and merged) together until they hold this many lines."""
 _time_of = itemgetter(0)
-_line_of = itemgetter(1)
 
 
 def usable_cpus() -> int:
@@ -90,15 +91,22 @@ class MergedRun:
             labels += [(when, shard, label) for when, label in item.labels]
             bounds[shard] = item.until
             limit = min(bounds)
-            merged: list[tuple[int, str]] = []
+            due_times: list[int] = []
+            due_lines: list[str] = []
+            parts = 0
             for shard_times, shard_lines in zip(times, lines, strict=True):
                 cut = bisect_left(shard_times, limit)
                 if cut:
-                    merged += zip(shard_times[:cut], shard_lines[:cut], strict=True)
+                    due_times += shard_times[:cut]
+                    due_lines += shard_lines[:cut]
                     del shard_times[:cut], shard_lines[:cut]
-            if merged:
-                merged.sort(key=_time_of)  # stable: lines arriving together keep shard order
-                yield list(map(_line_of, merged))
+                    parts += 1
+            if parts > 1:
+                # Stable: lines arriving at the same time keep shard order.
+                order = np.argsort(np.array(due_times, dtype=np.int64), kind="stable")
+                due_lines = [due_lines[at] for at in order.tolist()]
+            if due_lines:
+                yield due_lines
             if labels and labels[0][0] < limit:
                 labels.sort(key=itemgetter(0, 1))
                 due = bisect_left(labels, limit, key=_time_of)

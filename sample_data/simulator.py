@@ -31,6 +31,7 @@ __all__ = [
     "write_sample",
 ]
 
+_LINES_PER_WRITE = 128
 PARALLEL_FROM_EVENTS = 200_000
 """write_sample uses worker processes for runs this large: below, starting them costs more."""
 
@@ -94,8 +95,12 @@ def write_sample(
         for item in run.items():
             if not isinstance(item, Label):
                 lines += len(item)
-                item.append("")  # for the newline after the last line
-                events_file.write("\n".join(item).encode())
+                # A few lines at a time: joining megabytes at once runs at memory speed, not at
+                # cache speed (three times slower here).
+                for first in range(0, len(item), _LINES_PER_WRITE):
+                    part = item[first : first + _LINES_PER_WRITE]
+                    part.append("")  # for the newline after the last line
+                    events_file.write("\n".join(part).encode())
                 continue
             labels += 1
             if item.negative:
