@@ -151,14 +151,15 @@ class Compiler:
     def _as(self, typed: Typed, kind: Kind) -> exp.Expr:
         """``typed`` read as ``kind``: JSON values are cast to it, others must already match."""
         if typed.kind is Kind.JSON:
-            text = exp.cast(typed.sql, "VARCHAR") if kind is not Kind.STRING else typed.sql
+            text = self.json_text(typed.sql)
             if kind is Kind.STRING:
-                return self._json_text(typed.sql)
+                return text
             return exp.TryCast(this=text, to=exp.DataType.build(_SQL_TYPES.get(kind, "VARCHAR")))
         return typed.sql
 
     @staticmethod
-    def _json_text(sql: exp.Expr) -> exp.Expr:
+    def json_text(sql: exp.Expr) -> exp.Expr:
+        """A JSON value as text: the string itself for a string, else its JSON text."""
         if isinstance(sql, exp.JSONExtract):
             return exp.JSONExtractScalar(this=sql.this, expression=sql.expression)
         return exp.cast(sql, "VARCHAR")
@@ -167,7 +168,7 @@ class Compiler:
         if typed.kind in (Kind.STRING, Kind.NULL):
             return typed.sql
         if typed.kind is Kind.JSON:
-            return self._json_text(typed.sql)
+            return self.json_text(typed.sql)
         raise EqlError(f"{node.render()!r} needs a string, but is a {typed.kind.value}")
 
     def _numeric(self, typed: Typed, node: Expr) -> Typed:
@@ -186,7 +187,7 @@ class Compiler:
             target = Kind.FLOAT if left.kind.numeric else left.kind
             return left.sql, self._as(right, target if target is not Kind.NULL else Kind.STRING)
         if left.kind is Kind.JSON and right.kind is Kind.JSON:
-            return self._json_text(left.sql), self._json_text(right.sql)
+            return self.json_text(left.sql), self.json_text(right.sql)
         kinds = {left.kind, right.kind}
         if Kind.NULL in kinds or len(kinds) == 1 or all(k.numeric for k in kinds):
             return left.sql, right.sql
@@ -367,7 +368,7 @@ class Compiler:
 
     def _concat(self, node: FunctionCall, args: list[Typed]) -> Typed:
         parts = [
-            exp.cast(self._json_text(a.sql) if a.kind is Kind.JSON else a.sql, "VARCHAR")
+            exp.cast(self.json_text(a.sql) if a.kind is Kind.JSON else a.sql, "VARCHAR")
             for a in args
         ]
         return Typed(exp.Concat(expressions=parts, safe=True, coalesce=True), Kind.STRING)
@@ -375,9 +376,7 @@ class Compiler:
     def _to_string(self, node: FunctionCall, args: list[Typed]) -> Typed:
         value = args[0]
         text = (
-            self._json_text(value.sql)
-            if value.kind is Kind.JSON
-            else exp.cast(value.sql, "VARCHAR")
+            self.json_text(value.sql) if value.kind is Kind.JSON else exp.cast(value.sql, "VARCHAR")
         )
         return Typed(text, Kind.STRING)
 

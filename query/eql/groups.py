@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import sqlglot.expressions as exp
 
-from .ast import Field, Join, Sample, Step
+from .ast import Expr, Field, Join, Sample, Step
 from .errors import EqlError
 from .expressions import Compiler
 from .sequence import ID, KEY, PATH, TIME, SequenceColumns, key_sql
@@ -23,13 +23,11 @@ class GroupPlan:
     columns: SequenceColumns
 
 
-def _filter_rows(
-    compiler: Compiler, by: tuple[Field | object, ...], step: Step, name: str
-) -> exp.Select:
+def _filter_rows(compiler: Compiler, by: tuple[Expr, ...], step: Step, name: str) -> exp.Select:
     """Events matching ``step``: keys, time, id and their rank within the key."""
     source = compiler.source
-    keys = key_sql(compiler, tuple(by) + step.by)  # type: ignore[arg-type]
-    optional = [isinstance(k, Field) and k.optional for k in tuple(by) + step.by]
+    keys = key_sql(compiler, by + step.by)
+    optional = [isinstance(k, Field) and k.optional for k in by + step.by]
     condition = compiler.condition(step.query.condition)
     if step.query.category is not None:
         if source.category_field is None:
@@ -60,7 +58,7 @@ def _filter_rows(
     )
 
 
-def _widths(by: tuple[object, ...], steps: tuple[Step, ...], until: Step | None) -> int:
+def _widths(by: tuple[Expr, ...], steps: tuple[Step, ...], until: Step | None) -> int:
     widths = {len(by) + len(s.by) for s in steps}
     if until is not None:
         widths.add(len(by) + len(until.by))
@@ -71,7 +69,7 @@ def _widths(by: tuple[object, ...], steps: tuple[Step, ...], until: Step | None)
 
 def _combine(
     compiler: Compiler,
-    by: tuple[object, ...],
+    by: tuple[Expr, ...],
     steps: tuple[Step, ...],
     key_count: int,
     limit_per_key: int,

@@ -59,7 +59,7 @@ def key_sql(compiler: Compiler, keys: tuple[Expr, ...]) -> list[Typed]:
         if value.kind in (Kind.LIST, Kind.STRUCT):
             raise EqlError(f"the join key {node.render()!r} is a {value.kind.value}")
     return [
-        Typed(compiler._json_text(t.sql), Kind.STRING) if t.kind is Kind.JSON else t for t in typed
+        Typed(compiler.json_text(t.sql), Kind.STRING) if t.kind is Kind.JSON else t for t in typed
     ]
 
 
