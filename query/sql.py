@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import duckdb
 import pyarrow as pa
@@ -176,6 +176,8 @@ def run_sql(
     With ``consume``, the rows stream to it batch by batch instead of being collected.
     """
     duck_sql = transpile(query, dialect)
+    # A responder's text never runs where a path is allowed: an allowed path could be written.
+    limits = replace(limits or CatalogLimits(), native_reader=False)
     started = time.perf_counter()
     with catalog_session(ledger, limits, as_of) as session:
         return _run(session, duck_sql, max_rows, timeout, consume, started)

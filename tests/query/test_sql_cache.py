@@ -2,8 +2,9 @@
 
 A process asking the same question again skips the guard's parse, the catalog build and the
 statement's first bind. None of that may change an answer or let a refused statement through:
-refusals are judged afresh every time, a dialect is part of what a text means, and a repeated
-query still sees events appended since it last ran.
+refusals are judged afresh every time, a dialect is part of what a text means, a repeated query
+still sees events appended since it last ran, and a responder's text never shares the catalog
+built for engine-generated SQL, where segment paths are allowed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from query import Ledger, QueryError, QueryRefusedError, QueryTimeoutError, run_sql
+import query.sql
+from query import CatalogLimits, Ledger, QueryError, QueryRefusedError, QueryTimeoutError, run_sql
 from query.sql import transpile
 
 
@@ -126,3 +128,23 @@ def test_a_catalog_replaced_while_a_query_runs_on_it_is_closed_after(tmp_path: P
         store.close()
     assert len(outcome) == 1
     assert outcome[0] is None or isinstance(outcome[0], QueryTimeoutError)
+
+
+def test_responder_sql_never_runs_on_the_native_reader_catalog(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[CatalogLimits | None] = []
+    real = query.sql.catalog_session
+
+    def recording(
+        ledger: Ledger, limits: CatalogLimits | None = None, as_of: int | None = None
+    ) -> Any:
+        asked.append(limits)
+        return real(ledger, limits, as_of)
+
+    monkeypatch.setattr(query.sql, "catalog_session", recording)
+    table = run_sql(
+        ledger, "SELECT count(*) AS n FROM events", limits=CatalogLimits(native_reader=True)
+    )
+    assert table.table.to_pylist() == [{"n": 6}]
+    assert asked and all(limits is not None and not limits.native_reader for limits in asked)
