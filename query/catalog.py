@@ -1,12 +1,12 @@
 """The DuckDB catalog over a ledger: ``events``, ``events_raw`` and ``writers``.
 
-The user's connection never touches the file system: segments are handed to DuckDB as a pyarrow
-dataset (column and predicate pushdown still apply), acknowledged-but-unflushed events as an
-Arrow table, and external access is then switched off and the configuration locked.
+The user's connection never touches the file system: the segments and the acknowledged but
+unflushed events are handed to DuckDB as one pyarrow dataset (column and predicate pushdown
+still apply), and external access is then switched off and the configuration locked.
 
 Each segment's fragment carries the value ranges of its footer statistics as a guarantee, so a
-filter on time, seq, observed_time or event_id skips a segment without opening it; pyarrow
-would otherwise read every footer on every query.
+filter on time, seq, observed_time or event_id drops a segment before any work on its file;
+without it pyarrow opened or filtered every segment on every query (~10 ms for 72 of them).
 """
 
 from __future__ import annotations
