@@ -154,7 +154,9 @@ class Compiler:
             text = self.json_text(typed.sql)
             if kind is Kind.STRING:
                 return text
-            return exp.TryCast(this=text, to=exp.DataType.build(_SQL_TYPES.get(kind, "VARCHAR")))
+            return exp.TryCast(
+                this=text, to=exp.DataType.build(_SQL_TYPES.get(kind, "VARCHAR")), safe=True
+            )
         return typed.sql
 
     @staticmethod
@@ -272,9 +274,11 @@ class Compiler:
         subject = self._string(left, node.left)
         text = pattern.value
         if node.op == "regex":
-            regex = ("(?i)" if node.insensitive else "") + text
+            # Anchored, so a partial-match operator (DuckDB regexp_matches, Spark RLIKE) matches
+            # the whole string, as EQL's regex does.
+            regex = ("(?i)" if node.insensitive else "") + "^(?:" + text + ")$"
             bound = self.parameters.bind(regex, Kind.STRING)
-            return exp.RegexpFullMatch(this=subject, expression=bound)
+            return exp.RegexpLike(this=subject, expression=bound)
         if node.op == ":" and "*" not in text and "?" not in text:
             bound = self.parameters.bind(text.lower(), Kind.STRING)
             return exp.EQ(this=exp.Lower(this=subject), expression=bound)
@@ -393,9 +397,10 @@ class Compiler:
             )
             hexadecimal = exp.Concat(expressions=[exp.Literal.string("0x"), digits])
             return Typed(
-                exp.TryCast(this=hexadecimal, to=exp.DataType.build("BIGINT")), Kind.INTEGER
+                exp.TryCast(this=hexadecimal, to=exp.DataType.build("BIGINT"), safe=True),
+                Kind.INTEGER,
             )
-        return Typed(exp.TryCast(this=text, to=exp.DataType.build("DOUBLE")), Kind.FLOAT)
+        return Typed(exp.TryCast(this=text, to=exp.DataType.build("DOUBLE"), safe=True), Kind.FLOAT)
 
     def _substring(self, node: FunctionCall, args: list[Typed]) -> Typed:
         text = self._string(args[0], node.args[0])
@@ -489,8 +494,8 @@ class Compiler:
             low = self.parameters.bind(int(network.network_address), Kind.INTEGER)
             high = self.parameters.bind(int(network.broadcast_address), Kind.INTEGER)
             tests.append(exp.Between(this=number, low=low, high=high))
-        shaped = exp.RegexpFullMatch(
-            this=address, expression=self.parameters.bind(r"\d{1,3}(\.\d{1,3}){3}", Kind.STRING)
+        shaped = exp.RegexpLike(
+            this=address, expression=self.parameters.bind(r"^\d{1,3}(\.\d{1,3}){3}$", Kind.STRING)
         )
         return Typed(exp.and_(shaped, exp.or_(*tests)), Kind.BOOLEAN)
 

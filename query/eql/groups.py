@@ -131,7 +131,9 @@ def _combine(
             )
     select = select.where(exp.and_(*conditions), copy=False)
     order = [exp.column(KEY.format(k)) for k in range(key_count)]
-    return select.order_by(*order, exp.column("__n0", table=first), copy=False)
+    ordered = [exp.Ordered(this=o, nulls_first=False) for o in order]
+    rank = exp.Ordered(this=exp.column("__n0", table=first), nulls_first=False)
+    return select.order_by(*ordered, rank, copy=False)
 
 
 def compile_sample(compiler: Compiler, sample: Sample, max_samples_per_key: int) -> GroupPlan:

@@ -119,14 +119,19 @@ def _wrap_limit(
     picked = (
         exp.select(exp.Star())
         .from_(inner.subquery("__all"))
-        .order_by(*[exp.Ordered(this=exp.column(n), desc=descending) for n in names])
+        .order_by(
+            *[
+                exp.Ordered(this=exp.column(n), desc=descending, nulls_first=descending)
+                for n in names
+            ]
+        )
         .limit(count)
     )
     visible = [s.alias_or_name for s in select.selects]
     return (
         exp.select(*[exp.column(v) for v in visible])
         .from_(picked.subquery("__picked"))
-        .order_by(*[exp.column(n) for n in names])
+        .order_by(*[exp.Ordered(this=exp.column(n), nulls_first=False) for n in names])
     )
 
 
@@ -213,7 +218,9 @@ class _EventPipes:
             )
             .from_(source)
             .group_by(*fields)
-            .order_by(exp.column("count"), *[exp.column(n) for n in names])
+            .order_by(
+                *[exp.Ordered(this=exp.column(n), nulls_first=False) for n in ["count", *names]]
+            )
         )
 
     def finish(self) -> exp.Select:

@@ -234,7 +234,10 @@ class _Builder:
         for condition in self._missing_conditions():
             select = select.where(condition, copy=False)
         select = select.order_by(
-            *[exp.Ordered(this=exp.column(c.name, table="c")) for c in self.order_columns()],
+            *[
+                exp.Ordered(this=exp.column(c.name, table="c"), nulls_first=False)
+                for c in self.order_columns()
+            ],
             copy=False,
         )
         for name, cte in self.ctes:
