@@ -26,18 +26,24 @@ from .config import SHARDS, SimulationConfig
 from .engine import NEVER, Batch, ShardEngine, ShardStats
 from .records import Label
 
-__all__ = ["MergedRun", "usable_cpus"]
+__all__ = ["MergedRun", "spare_cpus"]
 
 _LINES_PER_MESSAGE = 1024
 """Consecutive batches are sent (and merged) together until they hold this many lines."""
 _time_of = itemgetter(0)
 
 
-def usable_cpus() -> int:
-    """How many CPUs this process may run on."""
+def spare_cpus() -> float:
+    """How many of the CPUs this process may run on are idle, going by the load average."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        usable = len(os.sched_getaffinity(0))
+    else:
+        usable = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    return usable - load
 
 
 class MergedRun:
@@ -104,7 +110,7 @@ class MergedRun:
             if parts > 1:
                 # Stable: lines arriving at the same time keep shard order.
                 order = np.argsort(np.array(due_times, dtype=np.int64), kind="stable")
-                due_lines = [due_lines[at] for at in order.tolist()]
+                due_lines = list(itemgetter(*order.tolist())(due_lines))
             if due_lines:
                 yield due_lines
             if labels and labels[0][0] < limit:

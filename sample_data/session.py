@@ -304,6 +304,7 @@ class Session:
         """A model call; untrusted when the context it read came from outside (mail, web, PRs)."""
         event_id, time_text, span_id = self.ids.stamp(t)
         cause = caused_by or self.last
+        cause_text = "" if cause is None else f',"caused_by":"{cause}"'
         self.last = event_id
         self.last_span = span_id
         rnd = self.rnd
@@ -315,8 +316,7 @@ class Session:
             (
                 t,
                 f'{{"event_id":"{event_id}","time":"{time_text}",{self._shared}'
-                f'"category":"llm","action":"llm.chat","span_id":"{span_id}"'
-                f"{_cause_text(cause)}"
+                f'"category":"llm","action":"llm.chat","span_id":"{span_id}"{cause_text}'
                 f"{_UNTRUSTED_LLM if untrusted else _TRUSTED_LLM}"
                 f'"gen_ai.request.model":"{model}","gen_ai.usage.input_tokens":{input_tokens},'
                 f'"gen_ai.usage.output_tokens":{output_tokens}}}}}',
@@ -341,6 +341,7 @@ class Session:
             texts = _op_texts(op)
         event_id, time_text, span_id = self.ids.stamp(t)
         cause = caused_by or self.last
+        cause_text = "" if cause is None else f',"caused_by":"{cause}"'
         self.last = event_id
         self.last_span = span_id
         members = orjson.dumps(fields)[1:-1].decode()
@@ -349,7 +350,7 @@ class Session:
             (
                 t,
                 f'{{"event_id":"{event_id}","time":"{time_text}",{self._shared}{texts[0]}'
-                f'"span_id":"{span_id}"{_cause_text(cause)}{self._acting}{texts[1]}'
+                f'"span_id":"{span_id}"{cause_text}{self._acting}{texts[1]}'
                 f"{',' if members else ''}{members}{_OUTCOME_TEXTS[outcome]}{failure}}}",
                 None,
             )

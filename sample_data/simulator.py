@@ -2,7 +2,7 @@
 
 The organisation is simulated in SHARDS independent parts (see engine.py), merged into one
 stream in arrival order (see parallel.py); write_sample runs the parts in worker processes when
-the run is large and there are CPUs to spare. Everything is drawn from random.Random instances
+the run is large and CPUs are idle. Everything is drawn from random.Random instances
 seeded from the config, so a seed always gives the same bytes, however many processes run.
 """
 
@@ -20,7 +20,7 @@ import orjson
 
 from .config import SimulationConfig, agent_count_for
 from .ids import Ids
-from .parallel import MergedRun, usable_cpus
+from .parallel import MergedRun, spare_cpus
 from .records import Event, Label, SampleStats
 
 __all__ = [
@@ -77,11 +77,12 @@ def write_sample(
 ) -> SampleStats:
     """Stream the simulation as JSONL (gzip when a path ends in .gz); return what was written.
 
-    parallel runs the shards in worker processes; by default, when the run is large and this
-    process may use more than one CPU. The bytes written are the same either way.
+    parallel runs the shards in worker processes; by default, when the run is large and the
+    load average leaves one and a half CPUs idle (on a busy machine, the workers' extra copying
+    costs more than their second CPU gives). The bytes written are the same either way.
     """
     if parallel is None:
-        parallel = config.events >= PARALLEL_FROM_EVENTS and usable_cpus() > 1
+        parallel = config.events >= PARALLEL_FROM_EVENTS and spare_cpus() >= 1.5
     run = MergedRun(config, parallel)
     positive = negative = labels = lines = 0
     with ExitStack() as stack:
