@@ -13,8 +13,9 @@ import pyarrow as pa
 
 from ledger import Ledger
 
-from ..catalog import CatalogLimits, catalog
+from ..catalog import VIEW_NAMES, CatalogLimits, catalog
 from ..errors import QueryError, QueryTimeoutError
+from ..guard import check_read_only
 from ..sql import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT, _Deadline
 from .ast import Query
 from .fetch import Fetcher, ledger_fetcher, table_fetcher
@@ -156,7 +157,12 @@ def execute(
     """Find every match of ``query`` on ``connection``; read whole events for the first ``size``."""
     started = time.perf_counter()
     plan = compile_query(query, source, max_samples_per_key)
-    table = _fetch(connection, plan.sql("duckdb"), list(plan.parameters), timeout)
+    sql = plan.sql("duckdb")
+    # Defence in depth: the compiled statement passes the responders' read-only guard too, so
+    # not even a compiler bug could run anything but a query (the ledger connection may open
+    # its segment files).
+    check_read_only(sql, "duckdb", tables=(*VIEW_NAMES, source.table))
+    table = _fetch(connection, sql, list(plan.parameters), timeout)
     total = table.num_rows
     shown = table.slice(0, size)
     if plan.kind == "counts":

@@ -348,9 +348,11 @@ class _Builder:
                 exp.LTE(this=exp.column(f"__last_m{step}"), expression=last_r),
                 exp.true(),
             ),
+            # An until event drops the pending matches whose last event is at or before it,
+            # itself included (Elasticsearch compares ordinals inclusively).
             exp.func(
                 "COALESCE",
-                exp.LTE(this=exp.column(f"__last_u{step}"), expression=last_r),
+                exp.LT(this=exp.column(f"__last_u{step}"), expression=last_r),
                 exp.true(),
             ),
         ]

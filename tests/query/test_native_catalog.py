@@ -1,4 +1,4 @@
-"""The native-reader catalog EQL runs on: same views as the Arrow one, and no other file reachable."""
+"""The native-reader catalog EQL runs on: the Arrow catalog's views, and no other file reachable."""
 
 from __future__ import annotations
 

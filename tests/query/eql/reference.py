@@ -20,8 +20,9 @@ The rules implemented, in the words of docs/eql.md "Sequences":
   match's first event time exceeds maxspan the match is dropped, otherwise the event is appended (at
   the last step the sequence is complete, else it becomes step ``i``'s pending match). If the event
   matches the first step it starts a new pending match there.
-* ``until``: an event matching it drops every pending match of its key whose last event is before it
-  (so a match the same event advanced or started survives).
+* ``until``: an event matching it drops every pending match of its key whose last event is at or
+  before it, after the event's own steps were applied: a match it completes is kept, one it
+  advances or starts is dropped (Elasticsearch compares the ordinals inclusively).
 * Missing steps are decided once a positive match is complete, by Elasticsearch's rules (see
   :func:`_missing_steps_allow`).
 * Output is ordered by the ordinal of the last positive event; ``head``/``tail`` then keep the
@@ -246,7 +247,7 @@ class _Matcher:
                 if key is not None:
                     for stage in pending:
                         held = stage.get(key)
-                        if held is not None and held.last_position < position:
+                        if held is not None and held.last_position <= position:
                             del stage[key]
         for name, n in self.spec.pipes:
             if name == "head":
