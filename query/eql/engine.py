@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -21,7 +23,7 @@ from .ast import Query
 from .fetch import Fetcher, ledger_fetcher, table_fetcher
 from .inputs import ledger_source, load_file, load_records
 from .parser import parse
-from .plan import COUNT_KEY, LOCATOR, compile_query
+from .plan import COUNT_KEY, LOCATOR, Plan, compile_query
 from .sequence import PATH, SequenceColumns
 from .source import EventSource
 
@@ -67,7 +69,12 @@ class EqlResult:
     total: int = 0
     truncated: bool = False
     seconds: float = 0.0
-    sql: str = ""
+    plan: Plan | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def sql(self) -> str:
+        """The DuckDB SQL the query ran, with its values inlined, for display."""
+        return "" if self.plan is None else self.plan.sql("duckdb", inline=True, pretty=True)
 
     def to_json(self) -> list[dict[str, Any]]:
         """The results as JSON-ready objects."""
@@ -156,12 +163,7 @@ def execute(
 ) -> EqlResult:
     """Find every match of ``query`` on ``connection``; read whole events for the first ``size``."""
     started = time.perf_counter()
-    plan = compile_query(query, source, max_samples_per_key)
-    sql = plan.sql("duckdb")
-    # Defence in depth: the compiled statement passes the responders' read-only guard too, so
-    # not even a compiler bug could run anything but a query (the ledger connection may open
-    # its segment files).
-    check_read_only(sql, "duckdb", tables=(*VIEW_NAMES, source.table))
+    plan, sql = _compiled(query, source, max_samples_per_key)
     table = _fetch(connection, sql, list(plan.parameters), timeout)
     total = table.num_rows
     shown = table.slice(0, size)
@@ -177,9 +179,45 @@ def execute(
         total=total,
         truncated=total > size,
         seconds=time.perf_counter() - started,
-        sql=plan.sql("duckdb", inline=True, pretty=True),
+        plan=plan,
         **shaped,
     )
+
+
+_COMPILED: OrderedDict[Hashable, tuple[Plan, str]] = OrderedDict()
+_COMPILED_SIZE = 256
+_COMPILED_LOCK = threading.Lock()
+
+
+def _compiled(query: Query, source: EventSource, max_samples_per_key: int) -> tuple[Plan, str]:
+    """The plan of a query and its DuckDB text, checked by the read-only guard.
+
+    Defence in depth: the compiled statement passes the responders' guard too, so not even a
+    compiler bug could run anything but a query (the ledger connection may open its segment
+    files). A query asked again over the same columns is compiled and judged once.
+    """
+    key = (
+        query,
+        source.table,
+        tuple(source.columns.items()),
+        source.category_field,
+        source.time_column,
+        source.tiebreaker,
+        source.order_columns,
+        max_samples_per_key,
+    )
+    with _COMPILED_LOCK:
+        if key in _COMPILED:
+            _COMPILED.move_to_end(key)
+            return _COMPILED[key]
+    plan = compile_query(query, source, max_samples_per_key)
+    sql = plan.sql("duckdb")
+    check_read_only(sql, "duckdb", tables=(*VIEW_NAMES, source.table))
+    with _COMPILED_LOCK:
+        _COMPILED[key] = (plan, sql)
+        if len(_COMPILED) > _COMPILED_SIZE:
+            _COMPILED.popitem(last=False)
+    return plan, sql
 
 
 def _fetch(
