@@ -8,6 +8,7 @@ of a run therefore does not depend on how many processes made it.
 from __future__ import annotations
 
 import gc
+import mmap
 import multiprocessing
 import os
 import sys
@@ -15,6 +16,7 @@ import traceback
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkContext, SpawnContext
@@ -160,23 +162,24 @@ def _joined(group: list[Batch]) -> Batch:
 
 @dataclass(frozen=True)
 class _Packed:
-    """A batch as a worker sends it: pickling one blob of text is cheaper than many lines."""
+    """A batch as a worker sends it through the pipe: one blob of text pickles much faster than
+    many lines."""
 
     until: int
     times: bytes
     text: bytes
     labels: list[tuple[int, Label]]
 
-    @classmethod
-    def of(cls, batch: Batch) -> _Packed:
-        """Pack a batch for sending."""
-        text = "\n".join(batch.lines).encode()
-        return cls(batch.until, array("q", batch.times).tobytes(), text, batch.labels)
 
-    def unpacked(self) -> Batch:
-        """The batch that was packed."""
-        lines = self.text.decode().split("\n") if self.text else []
-        return Batch(self.until, array("q", self.times).tolist(), lines, self.labels)
+@dataclass(frozen=True)
+class _Shared:
+    """A batch whose text a worker left in a slot of the memory it shares with the parent."""
+
+    until: int
+    times: bytes
+    slot: int
+    size: int
+    labels: list[tuple[int, Label]]
 
 
 @dataclass(frozen=True)
@@ -186,12 +189,41 @@ class _WorkerFailure:
     trace: str
 
 
-def _run_shard(config: SimulationConfig, shard: int, connection: Connection) -> None:
-    """The body of a worker process: send the shard's (grouped) batches, then its stats."""
+_SLOTS = 2
+_SLOT_BYTES = 4 << 20
+"""Room for a message's text (1,024 lines are about 0.7 MB); larger ones go through the pipe."""
+
+
+def _run_shard(
+    config: SimulationConfig, shard: int, connection: Connection, slots: mmap.mmap | None
+) -> None:
+    """The body of a worker process: send the shard's (grouped) batches, then its stats.
+
+    With slots (memory shared with the parent), a batch's text is left in a free slot and only
+    the rest goes through the pipe: the parent answers each such message with the slot's number
+    once it has read the text, and the worker reuses the slot only after that.
+    """
     gc.disable()  # as in write_sample: the run's garbage is acyclic
+    free = [True] * _SLOTS
+    sent = 0
     try:
         for item in _grouped(ShardEngine(config, shard, SHARDS).run()):
-            connection.send(_Packed.of(item) if isinstance(item, Batch) else item)
+            if not isinstance(item, Batch):
+                connection.send(item)
+                continue
+            text = "\n".join(item.lines).encode()
+            times = array("q", item.times).tobytes()
+            if slots is None or len(text) > _SLOT_BYTES:
+                connection.send(_Packed(item.until, times, text, item.labels))
+                continue
+            slot = sent % _SLOTS
+            sent += 1
+            while not free[slot]:
+                free[connection.recv()] = True
+            start = slot * _SLOT_BYTES
+            slots[start : start + len(text)] = text
+            free[slot] = False
+            connection.send(_Shared(item.until, times, slot, len(text), item.labels))
     except BaseException:
         connection.send(_WorkerFailure(traceback.format_exc()))
     finally:
@@ -204,35 +236,56 @@ def _in_worker(
     workers: list[multiprocessing.process.BaseProcess],
 ) -> Iterator[Batch | ShardStats]:
     """Start a worker process for the shard; yield what it sends."""
-    # Forking is cheap and the child needs nothing it has not imported; elsewhere, spawn.
+    # Forking is cheap, the child needs nothing it has not imported, and it inherits memory
+    # shared with this process; elsewhere, spawn, and pass everything through the pipe.
     context: ForkContext | SpawnContext
+    slots: mmap.mmap | None = None
     if sys.platform == "linux":
         context = multiprocessing.get_context("fork")
+        slots = mmap.mmap(-1, _SLOTS * _SLOT_BYTES)
     else:
         context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
+    mine, theirs = context.Pipe()
     worker = context.Process(
-        target=_run_shard, args=(config, shard, sender), name=f"simulator-shard-{shard}"
+        target=_run_shard, args=(config, shard, theirs, slots), name=f"simulator-shard-{shard}"
     )
     worker.daemon = True
     worker.start()
     workers.append(worker)
-    sender.close()
-    return _received(receiver, shard)
+    theirs.close()
+    return _received(mine, shard, slots)
 
 
-def _received(receiver: Connection, shard: int) -> Iterator[Batch | ShardStats]:
-    with receiver:
+def _received(
+    connection: Connection, shard: int, slots: mmap.mmap | None
+) -> Iterator[Batch | ShardStats]:
+    with connection, ExitStack() as stack:
+        view: memoryview | None = None
+        if slots is not None:
+            stack.callback(slots.close)
+            view = stack.enter_context(memoryview(slots))
         while True:
             try:
-                item = receiver.recv()
+                item = connection.recv()
             except EOFError:
                 raise RuntimeError(f"simulator shard {shard} stopped without a result") from None
             if isinstance(item, _WorkerFailure):
                 raise RuntimeError(f"simulator shard {shard} failed:\n{item.trace}")
-            if isinstance(item, _Packed):
-                yield item.unpacked()
-                continue
-            yield item
-            if isinstance(item, ShardStats):
-                return
+            if isinstance(item, _Shared):
+                assert view is not None
+                start = item.slot * _SLOT_BYTES
+                text = str(view[start : start + item.size], "utf-8")
+                with suppress(BrokenPipeError, ConnectionResetError):  # unless it is done
+                    connection.send(item.slot)  # the worker may fill the slot again
+                yield _unpacked(item.until, item.times, text, item.labels)
+            elif isinstance(item, _Packed):
+                yield _unpacked(item.until, item.times, item.text.decode(), item.labels)
+            else:
+                yield item
+                if isinstance(item, ShardStats):
+                    return
+
+
+def _unpacked(until: int, times: bytes, text: str, labels: list[tuple[int, Label]]) -> Batch:
+    lines = text.split("\n") if text else []
+    return Batch(until, array("q", times).tolist(), lines, labels)
