@@ -12,6 +12,7 @@ import mmap
 import multiprocessing
 import os
 import sys
+import time
 import traceback
 from array import array
 from bisect import bisect_left
@@ -36,16 +37,33 @@ _time_of = itemgetter(0)
 
 
 def spare_cpus() -> float:
-    """How many of the CPUs this process may run on are idle, going by the load average."""
-    if hasattr(os, "sched_getaffinity"):
-        usable = len(os.sched_getaffinity(0))
-    else:
-        usable = os.cpu_count() or 1
+    """How many of the CPUs this process may use are idle: sampled for a moment where the
+    system says (Linux), else going by the load average."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = usable or 1
     try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = 0.0
-    return usable - load
+        before = _cpu_jiffies()
+        time.sleep(_IDLE_SAMPLE_SECONDS)
+        after = _cpu_jiffies()
+    except OSError:
+        try:
+            return usable - os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return float(usable)
+    busy = (after[0] - before[0]) - (after[1] - before[1])
+    elapsed = (after[0] - before[0]) / (os.cpu_count() or 1)
+    return usable - busy / max(1, elapsed)
+
+
+_IDLE_SAMPLE_SECONDS = 0.05
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    """(all, idle) CPU time of the whole system so far, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        # user nice system idle iowait irq softirq steal (guest time is counted in user)
+        fields = [int(value) for value in stat.readline().split()[1:9]]
+    return sum(fields), fields[3] + fields[4]
 
 
 class MergedRun:

@@ -77,9 +77,9 @@ def write_sample(
 ) -> SampleStats:
     """Stream the simulation as JSONL (gzip when a path ends in .gz); return what was written.
 
-    parallel runs the shards in worker processes; by default, when the run is large and the
-    load average leaves one and a half CPUs idle (on a busy machine, the workers' extra copying
-    costs more than their second CPU gives). The bytes written are the same either way.
+    parallel runs the shards in worker processes; by default, when the run is large and one
+    and a half CPUs are idle (on a busy machine, the workers' extra copying costs more than
+    their second CPU gives). The bytes written are the same either way.
     """
     if parallel is None:
         parallel = config.events >= PARALLEL_FROM_EVENTS and spare_cpus() >= 1.5
