@@ -1,9 +1,10 @@
 """Running a simulation: the public entry points, streaming events, labels and statistics.
 
 The organisation is simulated in SHARDS independent parts (see engine.py), merged into one
-stream in arrival order (see parallel.py); write_sample runs the parts in worker processes when
-the run is large and CPUs are idle. Everything is drawn from random.Random instances
-seeded from the config, so a seed always gives the same bytes, however many processes run.
+stream in arrival order (see merge.py); write_sample runs the parts in worker processes that
+place their own lines (see placement.py) when the run is large and CPUs are idle. Everything
+is drawn from random.Random instances seeded from the config, so a seed always gives the same
+bytes, however many processes run.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from typing import IO, cast
 import orjson
 
 from .config import SimulationConfig, agent_count_for
+from .engine import ShardStats
 from .ids import Ids
-from .parallel import MergedRun, spare_cpus
+from .merge import MergedRun
+from .placement import can_place, spare_cpus, write_placed
 from .records import Event, Label, SampleStats
 
 __all__ = [
@@ -77,50 +80,57 @@ def write_sample(
 ) -> SampleStats:
     """Stream the simulation as JSONL (gzip when a path ends in .gz); return what was written.
 
-    parallel runs the shards in worker processes; by default, when the run is large and one
-    and a half CPUs are idle (on a busy machine, the workers' extra copying costs more than
-    their second CPU gives). The bytes written are the same either way.
+    parallel runs the shards in worker processes (where processes can be forked; elsewhere the
+    run stays in this one); by default, when the run is large and one and a half CPUs are idle
+    (on a busy machine the workers' extra work costs more than their second CPU gives). The
+    bytes written are the same either way.
     """
     if parallel is None:
         parallel = config.events >= PARALLEL_FROM_EVENTS and spare_cpus() >= 1.5
-    run = MergedRun(config, parallel)
-    positive = negative = labels = lines = 0
+    counts = {"lines": 0, "labels": 0, "negative": 0}
+    stats: list[ShardStats] = []
     with ExitStack() as stack:
         if gc.isenabled():
             # The run allocates millions of short-lived, acyclic objects; generational collection
             # would only rescan the long-lived scheduler state.
             gc.disable()
             stack.callback(gc.enable)
-        events_file = _open_output(stack, events_out)
         labels_file = _open_output(stack, labels_out) if labels_out is not None else None
-        for item in run.items():
-            if not isinstance(item, Label):
-                lines += len(item)
+
+        def on_label(label: Label) -> None:
+            counts["labels"] += 1
+            counts["negative"] += label.negative
+            if labels_file is not None:
+                labels_file.write(orjson.dumps(label.to_json(), option=orjson.OPT_APPEND_NEWLINE))
+
+        events_file = _open_output(stack, events_out)
+        if parallel and can_place():
+            counts["lines"], stats = write_placed(config, events_file, on_label)
+        else:
+            run = MergedRun(config)
+            for item in run.items():
+                if isinstance(item, Label):
+                    on_label(item)
+                    continue
+                counts["lines"] += len(item)
                 # A few lines at a time: joining megabytes at once runs at memory speed, not at
                 # cache speed (three times slower here).
                 for first in range(0, len(item), _LINES_PER_WRITE):
                     part = item[first : first + _LINES_PER_WRITE]
                     part.append("")  # for the newline after the last line
                     events_file.write("\n".join(part).encode())
-                continue
-            labels += 1
-            if item.negative:
-                negative += 1
-            else:
-                positive += 1
-            if labels_file is not None:
-                labels_file.write(orjson.dumps(item.to_json(), option=orjson.OPT_APPEND_NEWLINE))
-    firsts = [shard.first_micros for shard in run.stats if shard.first_micros is not None]
-    lasts = [shard.last_micros for shard in run.stats if shard.last_micros is not None]
+            stats = run.stats
+    firsts = [shard.first_micros for shard in stats if shard.first_micros is not None]
+    lasts = [shard.last_micros for shard in stats if shard.last_micros is not None]
     time_text = Ids(random.Random(0)).time_text
     return SampleStats(
-        events=lines,
-        duplicates=sum(shard.duplicates for shard in run.stats),
-        late=sum(shard.late for shard in run.stats),
-        labels=labels,
-        positive_chains=positive,
-        negative_chains=negative,
-        agents=sum(shard.agents for shard in run.stats),
+        events=counts["lines"],
+        duplicates=sum(shard.duplicates for shard in stats),
+        late=sum(shard.late for shard in stats),
+        labels=counts["labels"],
+        positive_chains=counts["labels"] - counts["negative"],
+        negative_chains=counts["negative"],
+        agents=sum(shard.agents for shard in stats),
         first_time=time_text(min(firsts)) if firsts else None,
         last_time=time_text(max(lasts)) if lasts else None,
     )

@@ -597,3 +597,18 @@ def test_every_variant_is_in_the_sample(sample: Sample) -> None:
             assert (spec.scenario, False, variant) in seen
         for variant in spec.negative_variants:
             assert (spec.scenario, True, variant) in seen
+
+
+def test_a_failing_worker_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sample_data.engine import ShardEngine
+
+    original = ShardEngine.run
+
+    def run_or_fail(self: ShardEngine) -> Any:
+        if self.budget < 1_000:  # the second, smaller shard of 1,999 events
+            raise OSError("disk on fire")
+        return original(self)
+
+    monkeypatch.setattr(ShardEngine, "run", run_or_fail)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_sample(SimulationConfig(events=1_999, seed=1), io.BytesIO(), parallel=True)

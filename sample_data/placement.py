@@ -1,0 +1,357 @@
+"""Writing the run from worker processes that place their lines in the output themselves.
+
+Merging the shards' lines in one process means handling every line there: splitting texts
+into lines, reordering and joining them again. Only their order needs merging. Each worker
+sends the arrival times and sizes of its lines; this process merges those (by time, then shard,
+as merge.MergedRun does) into places in a ring of memory shared with the workers, and sends
+each worker the places of its lines; the worker copies its lines there, a run of adjacent lines
+at a time, and says so; once both have, this process writes that stretch of the ring out. The
+bytes are those of the other ways of running write_sample.
+"""
+
+from __future__ import annotations
+
+import gc
+import mmap
+import multiprocessing
+import os
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection, wait
+from typing import IO
+
+import numpy as np
+
+from .config import SHARDS, SimulationConfig
+from .engine import NEVER, Batch, ShardEngine, ShardStats
+from .merge import group_batches
+from .records import Label
+
+__all__ = ["can_place", "spare_cpus", "write_placed"]
+
+_IN_FLIGHT = 4
+"""Batches a worker may have sent before it is told where they go; keeps the pipes unblocked."""
+_RING_BYTES = 64 << 20
+_MOST_PER_PLACING = 8 << 20
+"""A placing (a stretch of the ring written out at once) holds at most this many bytes."""
+
+
+def can_place() -> bool:
+    """Whether write_placed works here: it needs workers forked with the ring mapped in them."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def spare_cpus() -> float:
+    """How many of the CPUs this process may use are idle: sampled for a moment where the
+    system says (Linux), else going by the load average."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = usable or 1
+    try:
+        before = _cpu_jiffies()
+        time.sleep(_IDLE_SAMPLE_SECONDS)
+        after = _cpu_jiffies()
+    except OSError:
+        try:
+            return usable - os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return float(usable)
+    busy = (after[0] - before[0]) - (after[1] - before[1])
+    elapsed = (after[0] - before[0]) / (os.cpu_count() or 1)
+    return usable - busy / max(1, elapsed)
+
+
+_IDLE_SAMPLE_SECONDS = 0.05
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    """(all, idle) CPU time of the whole system so far, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        # user nice system idle iowait irq softirq steal (guest time is counted in user)
+        fields = [int(value) for value in stat.readline().split()[1:9]]
+    return sum(fields), fields[3] + fields[4]
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    """A worker's batch without its text: when its lines arrive and how many bytes each takes."""
+
+    until: int
+    times: bytes
+    sizes: bytes
+    labels: list[tuple[int, Label]]
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where in the ring the worker's next lines go (one offset per line), for placing `number`."""
+
+    number: int
+    offsets: bytes
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """The worker has copied its lines of placing `number` into the ring."""
+
+    number: int
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A worker has placed all its lines, or failed (with the trace)."""
+
+    trace: str | None = None
+
+
+def write_placed(
+    config: SimulationConfig, out: IO[bytes], on_label: Callable[[Label], None]
+) -> tuple[int, list[ShardStats]]:
+    """Write the run's lines to out from one worker process per shard; return lines, stats."""
+    context = multiprocessing.get_context("fork")
+    ring = mmap.mmap(-1, _RING_BYTES)
+    workers: list[multiprocessing.process.BaseProcess] = []
+    connections: list[Connection] = []
+    try:
+        for shard in range(SHARDS):
+            mine, theirs = context.Pipe()
+            worker = context.Process(
+                target=_place_shard,
+                args=(config, shard, ring, theirs),
+                name=f"simulator-shard-{shard}",
+            )
+            worker.daemon = True
+            worker.start()
+            workers.append(worker)
+            connections.append(mine)
+            theirs.close()
+        with memoryview(ring) as view:
+            placer = _Placer(connections, view, out, on_label)
+            lines, stats = placer.run()
+        for started in workers:
+            started.join()
+        return lines, stats
+    finally:
+        for started in workers:
+            if started.is_alive():
+                started.terminate()
+            started.join()
+        for connection in connections:
+            connection.close()
+        ring.close()
+
+
+class _Placer:
+    """Merges the workers' times into places in the ring, writes the ring out, numbers chains."""
+
+    def __init__(
+        self,
+        connections: list[Connection],
+        ring: memoryview,
+        out: IO[bytes],
+        on_label: Callable[[Label], None],
+    ) -> None:
+        self.connections = connections
+        self.ring = ring
+        self.out = out
+        self.on_label = on_label
+        count = len(connections)
+        self.bounds = [-1] * count  # each shard's later lines arrive at or after its bound
+        self.times = [np.empty(0, dtype=np.int64) for _ in range(count)]
+        self.sizes = [np.empty(0, dtype=np.int64) for _ in range(count)]
+        self.labels: list[tuple[int, int, Label]] = []
+        self.stats: list[ShardStats | None] = [None] * count
+        self.done = [False] * count
+        # Placings not yet written out, oldest first: [number, start, size, workers to wait for].
+        self.placings: deque[list[int]] = deque()
+        self.numbered = 0
+        self.head = 0  # where the next placing starts in the ring
+        self.lines = 0
+        self.chains = 0
+
+    def run(self) -> tuple[int, list[ShardStats]]:
+        """Place and write every line; return how many, and the shards' stats."""
+        shards = {connection: shard for shard, connection in enumerate(self.connections)}
+        while not all(self.done):
+            busy = [
+                connection for connection in self.connections if not self.done[shards[connection]]
+            ]
+            for connection in wait(busy):
+                assert isinstance(connection, Connection)
+                self._receive(shards[connection])
+            self._place()
+            self._label()
+            self._write_placed()
+        return self.lines, [item for item in self.stats if item is not None]
+
+    def _receive(self, shard: int) -> None:
+        try:
+            item = self.connections[shard].recv()
+        except EOFError:
+            raise RuntimeError(f"simulator shard {shard} stopped without a result") from None
+        if isinstance(item, _Sizes):
+            times = np.frombuffer(item.times, dtype=np.int64)
+            sizes = np.frombuffer(item.sizes, dtype=np.int64)
+            self.times[shard] = np.concatenate((self.times[shard], times))
+            self.sizes[shard] = np.concatenate((self.sizes[shard], sizes))
+            self.labels += [(when, shard, label) for when, label in item.labels]
+            self.bounds[shard] = item.until
+        elif isinstance(item, _Placed):
+            for placing in self.placings:
+                if placing[0] == item.number:
+                    placing[3] -= 1
+        elif isinstance(item, ShardStats):
+            self.stats[shard] = item
+            self.bounds[shard] = NEVER
+        elif isinstance(item, _Done):
+            if item.trace is not None:
+                raise RuntimeError(f"simulator shard {shard} failed:\n{item.trace}")
+            self.done[shard] = True
+
+    def _place(self) -> None:
+        """Give every line arriving before the shards' bounds a place, while the ring has room."""
+        limit = min(self.bounds)
+        cuts = [int(np.searchsorted(shard_times, limit)) for shard_times in self.times]
+        while any(cuts):
+            # Take whole lines, in merge order, up to the most a placing holds.
+            due_times = np.concatenate([t[:cut] for t, cut in zip(self.times, cuts, strict=True)])
+            due_sizes = np.concatenate([s[:cut] for s, cut in zip(self.sizes, cuts, strict=True)])
+            owners = np.repeat(np.arange(len(cuts)), cuts)
+            order = np.argsort(due_times, kind="stable")  # lines arriving together: shard order
+            ends = np.cumsum(due_sizes[order])
+            take = max(1, int(np.searchsorted(ends, _MOST_PER_PLACING, side="right")))
+            size = int(ends[take - 1])
+            start = self._room(size)
+            if start is None:
+                return  # the ring is full until the workers catch up
+            order = order[:take]
+            owners = owners[order]
+            starts = start + ends[:take] - due_sizes[order]
+            number = self.numbered
+            self.numbered += 1
+            waiting = 0
+            for shard in range(len(cuts)):
+                mine = owners == shard
+                count = int(mine.sum())
+                if count:
+                    self.connections[shard].send(_Place(number, starts[mine].tobytes()))
+                    self.times[shard] = self.times[shard][count:]
+                    self.sizes[shard] = self.sizes[shard][count:]
+                    cuts[shard] -= count
+                    waiting += 1
+            self.placings.append([number, start, size, waiting])
+            self.lines += take
+
+    def _room(self, size: int) -> int | None:
+        """Where a placing of size bytes can go in the ring now (placings are contiguous)."""
+        if size > _RING_BYTES:
+            raise ValueError("a line longer than the simulator's ring")
+        if not self.placings:
+            start = 0
+        else:
+            oldest = self.placings[0][1]
+            if oldest < self.head:  # in use: [oldest, head); free: after head and before oldest
+                if self.head + size <= _RING_BYTES:
+                    start = self.head
+                elif size <= oldest:
+                    start = 0
+                else:
+                    return None
+            elif self.head + size <= oldest:  # wrapped; free: [head, oldest)
+                start = self.head
+            else:
+                return None
+        self.head = start + size
+        return start
+
+    def _write_placed(self) -> None:
+        """Write out, in order, the placings every worker has filled."""
+        while self.placings and self.placings[0][3] == 0:
+            _, start, size, _ = self.placings.popleft()
+            self.out.write(self.ring[start : start + size])
+
+    def _label(self) -> None:
+        """Give out the labels of chains whose last event arrives before the shards' bounds."""
+        limit = min(self.bounds)
+        if self.labels and self.labels[0][0] < limit:
+            self.labels.sort(key=lambda entry: (entry[0], entry[1]))
+            while self.labels and self.labels[0][0] < limit:
+                self.chains += 1
+                chain_id = f"chain-{self.chains:06d}"
+                self.on_label(replace(self.labels.pop(0)[2], chain_id=chain_id))
+
+
+def _place_shard(
+    config: SimulationConfig, shard: int, ring: mmap.mmap, connection: Connection
+) -> None:
+    """The body of a worker: run the shard, send its lines' times and sizes, place its lines."""
+    gc.disable()  # as in write_sample: the run's garbage is acyclic
+    # Sent batches' text, oldest first: (encoded lines, start of each line, its size).
+    waiting: deque[tuple[bytes, np.ndarray, np.ndarray]] = deque()
+    try:
+        for item in group_batches(ShardEngine(config, shard, SHARDS).run()):
+            if not isinstance(item, Batch):
+                connection.send(item)
+                continue
+            text, sizes = _encoded(item.lines)
+            times = np.array(item.times, dtype=np.int64).tobytes()
+            connection.send(_Sizes(item.until, times, sizes.tobytes(), item.labels))
+            if len(sizes):
+                waiting.append((text, np.cumsum(sizes) - sizes, sizes))
+            while len(waiting) > _IN_FLIGHT or (waiting and connection.poll()):
+                _copy_placed(ring, connection, waiting)
+        while waiting:
+            _copy_placed(ring, connection, waiting)
+        connection.send(_Done())
+    except BaseException:
+        with suppress(OSError):
+            connection.send(_Done(traceback.format_exc()))
+    finally:
+        connection.close()
+
+
+def _encoded(lines: list[str]) -> tuple[bytes, np.ndarray]:
+    """The lines as bytes, each with its newline, and each one's size in bytes."""
+    text = "\n".join([*lines, ""]).encode()
+    sizes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines)) + 1
+    if len(text) != int(sizes.sum()):  # not all ASCII: count bytes, not characters
+        sizes = np.array([len(line.encode()) + 1 for line in lines], dtype=np.int64)
+    return text, sizes
+
+
+def _copy_placed(
+    ring: mmap.mmap, connection: Connection, waiting: deque[tuple[bytes, np.ndarray, np.ndarray]]
+) -> None:
+    """Receive the places of the next lines, copy them there, and say so."""
+    place = connection.recv()
+    assert isinstance(place, _Place)
+    offsets = np.frombuffer(place.offsets, dtype=np.int64)
+    done = 0
+    while done < len(offsets):
+        text, starts, sizes = waiting[0]
+        take = min(len(starts), len(offsets) - done)
+        _copy(ring, text, starts[:take], sizes[:take], offsets[done : done + take])
+        done += take
+        if take == len(starts):
+            waiting.popleft()
+        else:
+            waiting[0] = (text, starts[take:], sizes[take:])
+    connection.send(_Placed(place.number))
+
+
+def _copy(
+    ring: mmap.mmap, text: bytes, starts: np.ndarray, sizes: np.ndarray, targets: np.ndarray
+) -> None:
+    """Copy lines of text into the ring, a run of lines adjacent in both at a time."""
+    breaks = np.flatnonzero(targets[1:] != targets[:-1] + sizes[:-1]) + 1
+    firsts = np.concatenate(([0], breaks))
+    lasts = np.concatenate((breaks, [len(targets)])) - 1
+    sources = starts[firsts]
+    lengths = starts[lasts] + sizes[lasts] - sources
+    for source, length, target in zip(
+        sources.tolist(), lengths.tolist(), targets[firsts].tolist(), strict=True
+    ):
+        ring[target : target + length] = text[source : source + length]
