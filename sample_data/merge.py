@@ -18,7 +18,7 @@ from .config import SHARDS, SimulationConfig
 from .engine import NEVER, Batch, ShardEngine, ShardStats
 from .records import Label
 
-__all__ = ["MergedRun", "group_batches"]
+__all__ = ["LabelQueue", "MergedRun", "group_batches"]
 
 _LINES_PER_GROUP = 1024
 """Consecutive batches are merged (or sent) together until they hold this many lines."""
@@ -31,7 +31,6 @@ class MergedRun:
     def __init__(self, config: SimulationConfig) -> None:
         self.config = config
         self.stats: list[ShardStats] = []
-        self._chains = 0
 
     def items(self) -> Iterator[list[str] | Label]:
         """Yield lists of lines and, after the lines of their last events, the chains' labels."""
@@ -45,7 +44,7 @@ class MergedRun:
         bounds = [-1] * count  # each shard's later lines arrive at or after its bound
         times: list[list[int]] = [[] for _ in sources]
         lines: list[list[str]] = [[] for _ in sources]
-        labels: list[tuple[int, int, Label]] = []
+        labels = LabelQueue()
         stats: list[ShardStats | None] = [None] * count
         live = list(range(count))
         while live:
@@ -59,7 +58,7 @@ class MergedRun:
                 continue
             times[shard] += item.times
             lines[shard] += item.lines
-            labels += [(when, shard, label) for when, label in item.labels]
+            labels.add(shard, item.labels)
             bounds[shard] = item.until
             limit = min(bounds)
             due_times: list[int] = []
@@ -78,18 +77,34 @@ class MergedRun:
                 due_lines = list(itemgetter(*order.tolist())(due_lines))
             if due_lines:
                 yield due_lines
-            if labels and labels[0][0] < limit:
-                labels.sort(key=itemgetter(0, 1))
-                due = bisect_left(labels, limit, key=_time_of)
-                for _, _, label in labels[:due]:
-                    yield self._numbered(label)
-                del labels[:due]
+            yield from labels.due(limit)
         self.stats = [item for item in stats if item is not None]
 
-    def _numbered(self, label: Label) -> Label:
-        """Number chains across shards, in the order their labels are given out."""
-        self._chains += 1
-        return replace(label, chain_id=f"chain-{self._chains:06d}")
+
+class LabelQueue:
+    """Chains' labels waiting for the merge to pass their last events; numbered on the way out."""
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[int, int, Label]] = []  # (time of the last event, shard, label)
+        self._chains = 0
+
+    def add(self, shard: int, labels: list[tuple[int, Label]]) -> None:
+        """Queue a shard's labels, each with the time of its chain's last event."""
+        self._waiting += [(when, shard, label) for when, label in labels]
+
+    def due(self, limit: int) -> list[Label]:
+        """Take the labels of chains that ended before limit, in order of time, then shard."""
+        waiting = self._waiting
+        if not waiting or min(waiting, key=_time_of)[0] >= limit:
+            return []
+        waiting.sort(key=itemgetter(0, 1))  # stable: a shard's labels at one time keep order
+        count = bisect_left(waiting, limit, key=_time_of)
+        due = []
+        for _, _, label in waiting[:count]:
+            self._chains += 1
+            due.append(replace(label, chain_id=f"chain-{self._chains:06d}"))
+        del waiting[:count]
+        return due
 
 
 def group_batches(batches: Iterator[Batch | ShardStats]) -> Iterator[Batch | ShardStats]:

@@ -20,7 +20,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import IO
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from .config import SHARDS, SimulationConfig
 from .engine import NEVER, Batch, ShardEngine, ShardStats
-from .merge import group_batches
+from .merge import LabelQueue, group_batches
 from .records import Label
 
 __all__ = ["can_place", "spare_cpus", "write_placed"]
@@ -145,7 +145,7 @@ def write_placed(
 
 
 class _Placer:
-    """Merges the workers' times into places in the ring, writes the ring out, numbers chains."""
+    """Merges the workers' times into places in the ring and writes the ring out."""
 
     def __init__(
         self,
@@ -162,7 +162,7 @@ class _Placer:
         self.bounds = [-1] * count  # each shard's later lines arrive at or after its bound
         self.times = [np.empty(0, dtype=np.int64) for _ in range(count)]
         self.sizes = [np.empty(0, dtype=np.int64) for _ in range(count)]
-        self.labels: list[tuple[int, int, Label]] = []
+        self.labels = LabelQueue()
         self.stats: list[ShardStats | None] = [None] * count
         self.done = [False] * count
         # Placings not yet written out, oldest first: [number, start, size, workers to wait for].
@@ -170,7 +170,6 @@ class _Placer:
         self.numbered = 0
         self.head = 0  # where the next placing starts in the ring
         self.lines = 0
-        self.chains = 0
 
     def run(self) -> tuple[int, list[ShardStats]]:
         """Place and write every line; return how many, and the shards' stats."""
@@ -183,7 +182,8 @@ class _Placer:
                 assert isinstance(connection, Connection)
                 self._receive(shards[connection])
             self._place()
-            self._label()
+            for label in self.labels.due(min(self.bounds)):
+                self.on_label(label)
             self._write_placed()
         return self.lines, [item for item in self.stats if item is not None]
 
@@ -197,7 +197,7 @@ class _Placer:
             sizes = np.frombuffer(item.sizes, dtype=np.int64)
             self.times[shard] = np.concatenate((self.times[shard], times))
             self.sizes[shard] = np.concatenate((self.sizes[shard], sizes))
-            self.labels += [(when, shard, label) for when, label in item.labels]
+            self.labels.add(shard, item.labels)
             self.bounds[shard] = item.until
         elif isinstance(item, _Placed):
             for placing in self.placings:
@@ -272,16 +272,6 @@ class _Placer:
         while self.placings and self.placings[0][3] == 0:
             _, start, size, _ = self.placings.popleft()
             self.out.write(self.ring[start : start + size])
-
-    def _label(self) -> None:
-        """Give out the labels of chains whose last event arrives before the shards' bounds."""
-        limit = min(self.bounds)
-        if self.labels and self.labels[0][0] < limit:
-            self.labels.sort(key=lambda entry: (entry[0], entry[1]))
-            while self.labels and self.labels[0][0] < limit:
-                self.chains += 1
-                chain_id = f"chain-{self.chains:06d}"
-                self.on_label(replace(self.labels.pop(0)[2], chain_id=chain_id))
 
 
 def _place_shard(
