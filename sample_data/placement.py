@@ -1,12 +1,14 @@
 """Writing the run from worker processes that place their lines in the output themselves.
 
 Merging the shards' lines in one process means handling every line there: splitting texts
-into lines, reordering and joining them again. Only their order needs merging. Each worker
-sends the arrival times and sizes of its lines; this process merges those (by time, then shard,
-as merge.MergedRun does) into places in a ring of memory shared with the workers, and sends
+into lines, reordering and joining them again. Only their order needs merging. This process
+runs shard 0 and each other shard runs in a forked worker, which sends the arrival times and
+sizes of its lines; this process merges those (by time, then shard, as merge.MergedRun does)
+into places in a ring of memory shared with the workers, copies its own lines there and sends
 each worker the places of its lines; the worker copies its lines there, a run of adjacent lines
-at a time, and says so; once both have, this process writes that stretch of the ring out. The
-bytes are those of the other ways of running write_sample.
+at a time, and says so. Each filled stretch of the ring is then written out: by the worker that
+filled it, when the output is a plain file, else by this process. The bytes are those of the
+other ways of running write_sample.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -87,10 +89,17 @@ class _Sizes:
 
 @dataclass(frozen=True)
 class _Place:
-    """Where in the ring the worker's next lines go (one offset per line), for placing `number`."""
+    """Where in the ring the worker's next lines go (one offset per line), for placing `number`.
+
+    With an output position, the worker also writes the whole placing (ring[start:start + size])
+    there once its lines are in.
+    """
 
     number: int
     offsets: bytes
+    start: int
+    size: int
+    position: int | None
 
 
 @dataclass(frozen=True)
@@ -108,19 +117,29 @@ class _Done:
 
 
 def write_placed(
-    config: SimulationConfig, out: IO[bytes], on_label: Callable[[Label], None]
+    config: SimulationConfig,
+    out: IO[bytes],
+    on_label: Callable[[Label], None],
+    *,
+    positional: bool = False,
 ) -> tuple[int, list[ShardStats]]:
-    """Write the run's lines to out from one worker process per shard; return lines, stats."""
+    """Write the run's lines to out: shard 0 here, each other in a worker; return lines, stats.
+
+    Running one shard here rather than only merging keeps to one process per CPU. positional
+    says out is a plain file (its descriptor takes writes at any position): then a worker
+    writes out the placings it fills last, which shares the writing between the processes.
+    """
     context = multiprocessing.get_context("fork")
     ring = mmap.mmap(-1, _RING_BYTES)
+    descriptor = out.fileno() if positional else None
     workers: list[multiprocessing.process.BaseProcess] = []
     connections: list[Connection] = []
     try:
-        for shard in range(SHARDS):
+        for shard in range(1, SHARDS):
             mine, theirs = context.Pipe()
             worker = context.Process(
                 target=_place_shard,
-                args=(config, shard, ring, theirs),
+                args=(config, shard, ring, descriptor, theirs),
                 name=f"simulator-shard-{shard}",
             )
             worker.daemon = True
@@ -128,8 +147,9 @@ def write_placed(
             workers.append(worker)
             connections.append(mine)
             theirs.close()
+        local = group_batches(ShardEngine(config, 0, SHARDS).run())
         with memoryview(ring) as view:
-            placer = _Placer(connections, view, out, on_label)
+            placer = _Placer(local, connections, view, out, descriptor, on_label)
             lines, stats = placer.run()
         for started in workers:
             started.join()
@@ -145,27 +165,38 @@ def write_placed(
 
 
 class _Placer:
-    """Merges the workers' times into places in the ring and writes the ring out."""
+    """Runs shard 0, merges all shards' times into places in the ring and writes the ring out.
+
+    Shard 0's lines are copied into the ring here, the other shards' by their workers (one
+    connection each, for shards 1, 2 ...).
+    """
 
     def __init__(
         self,
+        local: Iterator[Batch | ShardStats],
         connections: list[Connection],
         ring: memoryview,
         out: IO[bytes],
+        descriptor: int | None,
         on_label: Callable[[Label], None],
     ) -> None:
+        self.local: Iterator[Batch | ShardStats] | None = local
+        self.local_waiting: deque[tuple[bytes, np.ndarray, np.ndarray]] = deque()
         self.connections = connections
         self.ring = ring
         self.out = out
+        self.descriptor = descriptor
+        self.position = 0  # where in the output the next placing goes
         self.on_label = on_label
-        count = len(connections)
+        count = 1 + len(connections)
         self.bounds = [-1] * count  # each shard's later lines arrive at or after its bound
         self.times = [np.empty(0, dtype=np.int64) for _ in range(count)]
         self.sizes = [np.empty(0, dtype=np.int64) for _ in range(count)]
         self.labels = LabelQueue()
         self.stats: list[ShardStats | None] = [None] * count
-        self.done = [False] * count
-        # Placings not yet written out, oldest first: [number, start, size, workers to wait for].
+        self.done = [False] * count  # for the workers' shards: all their lines are placed
+        # Placings whose room in the ring is not free yet, oldest first:
+        # [number, start, size, workers yet to fill it, workers filling it, output position].
         self.placings: deque[list[int]] = deque()
         self.numbered = 0
         self.head = 0  # where the next placing starts in the ring
@@ -173,32 +204,51 @@ class _Placer:
 
     def run(self) -> tuple[int, list[ShardStats]]:
         """Place and write every line; return how many, and the shards' stats."""
-        shards = {connection: shard for shard, connection in enumerate(self.connections)}
-        while not all(self.done):
-            busy = [
-                connection for connection in self.connections if not self.done[shards[connection]]
-            ]
-            for connection in wait(busy):
-                assert isinstance(connection, Connection)
-                self._receive(shards[connection])
+        shards = {connection: shard for shard, connection in enumerate(self.connections, 1)}
+        while self.local is not None or not all(self.done[1:]) or self.placings:
+            # Run shard 0 a batch further unless it is too far ahead of the others.
+            ran = self.local is not None and len(self.local_waiting) <= _IN_FLIGHT
+            if ran:
+                self._run_local()
+            running = [c for c in self.connections if not self.done[shards[c]]]
+            if running:
+                for connection in wait(running, timeout=0 if ran else None):
+                    assert isinstance(connection, Connection)
+                    self._receive(shards[connection])
             self._place()
             for label in self.labels.due(min(self.bounds)):
                 self.on_label(label)
             self._write_placed()
         return self.lines, [item for item in self.stats if item is not None]
 
+    def _run_local(self) -> None:
+        assert self.local is not None
+        item = next(self.local)
+        if isinstance(item, ShardStats):
+            self.stats[0] = item
+            self.bounds[0] = NEVER
+            self.local = None
+            return
+        text, sizes = _encoded(item.lines)
+        self._add(0, np.array(item.times, dtype=np.int64), sizes, item)
+        if len(sizes):
+            self.local_waiting.append((text, np.cumsum(sizes) - sizes, sizes))
+
+    def _add(self, shard: int, times: np.ndarray, sizes: np.ndarray, item: Batch | _Sizes) -> None:
+        self.times[shard] = np.concatenate((self.times[shard], times))
+        self.sizes[shard] = np.concatenate((self.sizes[shard], sizes))
+        self.labels.add(shard, item.labels)
+        self.bounds[shard] = item.until
+
     def _receive(self, shard: int) -> None:
         try:
-            item = self.connections[shard].recv()
+            item = self.connections[shard - 1].recv()
         except EOFError:
             raise RuntimeError(f"simulator shard {shard} stopped without a result") from None
         if isinstance(item, _Sizes):
             times = np.frombuffer(item.times, dtype=np.int64)
             sizes = np.frombuffer(item.sizes, dtype=np.int64)
-            self.times[shard] = np.concatenate((self.times[shard], times))
-            self.sizes[shard] = np.concatenate((self.sizes[shard], sizes))
-            self.labels.add(shard, item.labels)
-            self.bounds[shard] = item.until
+            self._add(shard, times, sizes, item)
         elif isinstance(item, _Placed):
             for placing in self.placings:
                 if placing[0] == item.number:
@@ -232,17 +282,25 @@ class _Placer:
             starts = start + ends[:take] - due_sizes[order]
             number = self.numbered
             self.numbered += 1
-            waiting = 0
-            for shard in range(len(cuts)):
-                mine = owners == shard
-                count = int(mine.sum())
-                if count:
-                    self.connections[shard].send(_Place(number, starts[mine].tobytes()))
-                    self.times[shard] = self.times[shard][count:]
-                    self.sizes[shard] = self.sizes[shard][count:]
-                    cuts[shard] -= count
-                    waiting += 1
-            self.placings.append([number, start, size, waiting])
+            counts = np.bincount(owners, minlength=len(cuts)).tolist()
+            fillers = [shard for shard, count in enumerate(counts) if count and shard]
+            position = self.position
+            self.position += size
+            if counts[0]:
+                _copy_lines(self.ring, starts[owners == 0], self.local_waiting)
+            for shard in fillers:
+                # A worker filling a placing alone writes it out (shard 0's lines are in).
+                writes = self.descriptor is not None and len(fillers) == 1
+                offsets = starts[owners == shard].tobytes()
+                place = _Place(number, offsets, start, size, position if writes else None)
+                self.connections[shard - 1].send(place)
+            for shard, count in enumerate(counts):
+                self.times[shard] = self.times[shard][count:]
+                self.sizes[shard] = self.sizes[shard][count:]
+                cuts[shard] -= count
+            self.placings.append([number, start, size, len(fillers), len(fillers), position])
+            if not fillers and self.descriptor is not None:
+                _write_at(self.descriptor, self.ring[start : start + size], position)
             self.lines += take
 
     def _room(self, size: int) -> int | None:
@@ -268,19 +326,27 @@ class _Placer:
         return start
 
     def _write_placed(self) -> None:
-        """Write out, in order, the placings every worker has filled."""
+        """Write out, in order, the placings the workers have filled (and free their room)."""
         while self.placings and self.placings[0][3] == 0:
-            _, start, size, _ = self.placings.popleft()
-            self.out.write(self.ring[start : start + size])
+            _, start, size, _, fillers, position = self.placings.popleft()
+            if self.descriptor is None:
+                self.out.write(self.ring[start : start + size])
+            elif fillers > 1:
+                _write_at(self.descriptor, self.ring[start : start + size], position)
 
 
 def _place_shard(
-    config: SimulationConfig, shard: int, ring: mmap.mmap, connection: Connection
+    config: SimulationConfig,
+    shard: int,
+    ring: mmap.mmap,
+    descriptor: int | None,
+    connection: Connection,
 ) -> None:
     """The body of a worker: run the shard, send its lines' times and sizes, place its lines."""
     gc.disable()  # as in write_sample: the run's garbage is acyclic
     # Sent batches' text, oldest first: (encoded lines, start of each line, its size).
     waiting: deque[tuple[bytes, np.ndarray, np.ndarray]] = deque()
+    view = memoryview(ring)
     try:
         for item in group_batches(ShardEngine(config, shard, SHARDS).run()):
             if not isinstance(item, Batch):
@@ -292,15 +358,24 @@ def _place_shard(
             if len(sizes):
                 waiting.append((text, np.cumsum(sizes) - sizes, sizes))
             while len(waiting) > _IN_FLIGHT or (waiting and connection.poll()):
-                _copy_placed(ring, connection, waiting)
+                _copy_placed(view, descriptor, connection, waiting)
         while waiting:
-            _copy_placed(ring, connection, waiting)
+            _copy_placed(view, descriptor, connection, waiting)
         connection.send(_Done())
     except BaseException:
         with suppress(OSError):
             connection.send(_Done(traceback.format_exc()))
     finally:
+        view.release()
         connection.close()
+
+
+def _write_at(descriptor: int, data: memoryview, position: int) -> None:
+    """Write all of data to the file at position."""
+    while data:
+        written = os.pwrite(descriptor, data, position)
+        data = data[written:]
+        position += written
 
 
 def _encoded(lines: list[str]) -> tuple[bytes, np.ndarray]:
@@ -313,12 +388,26 @@ def _encoded(lines: list[str]) -> tuple[bytes, np.ndarray]:
 
 
 def _copy_placed(
-    ring: mmap.mmap, connection: Connection, waiting: deque[tuple[bytes, np.ndarray, np.ndarray]]
+    ring: memoryview,
+    descriptor: int | None,
+    connection: Connection,
+    waiting: deque[tuple[bytes, np.ndarray, np.ndarray]],
 ) -> None:
-    """Receive the places of the next lines, copy them there, and say so."""
+    """Receive the places of the next lines, copy them there (and write the placing out if
+    asked), and say so."""
     place = connection.recv()
     assert isinstance(place, _Place)
-    offsets = np.frombuffer(place.offsets, dtype=np.int64)
+    _copy_lines(ring, np.frombuffer(place.offsets, dtype=np.int64), waiting)
+    if place.position is not None:
+        assert descriptor is not None
+        _write_at(descriptor, ring[place.start : place.start + place.size], place.position)
+    connection.send(_Placed(place.number))
+
+
+def _copy_lines(
+    ring: memoryview, offsets: np.ndarray, waiting: deque[tuple[bytes, np.ndarray, np.ndarray]]
+) -> None:
+    """Copy the next waiting lines (as many as offsets) into the ring at the offsets."""
     done = 0
     while done < len(offsets):
         text, starts, sizes = waiting[0]
@@ -329,11 +418,10 @@ def _copy_placed(
             waiting.popleft()
         else:
             waiting[0] = (text, starts[take:], sizes[take:])
-    connection.send(_Placed(place.number))
 
 
 def _copy(
-    ring: mmap.mmap, text: bytes, starts: np.ndarray, sizes: np.ndarray, targets: np.ndarray
+    ring: memoryview, text: bytes, starts: np.ndarray, sizes: np.ndarray, targets: np.ndarray
 ) -> None:
     """Copy lines of text into the ring, a run of lines adjacent in both at a time."""
     breaks = np.flatnonzero(targets[1:] != targets[:-1] + sizes[:-1]) + 1

@@ -105,7 +105,10 @@ def write_sample(
 
         events_file = _open_output(stack, events_out)
         if parallel and can_place():
-            counts["lines"], stats = write_placed(config, events_file, on_label)
+            plain_file = isinstance(events_out, Path) and events_out.suffix != ".gz"
+            counts["lines"], stats = write_placed(
+                config, events_file, on_label, positional=plain_file
+            )
         else:
             run = MergedRun(config)
             for item in run.items():

@@ -612,3 +612,14 @@ def test_a_failing_worker_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(ShardEngine, "run", run_or_fail)
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_sample(SimulationConfig(events=1_999, seed=1), io.BytesIO(), parallel=True)
+
+
+@pytest.mark.parametrize("name", ["events.jsonl", "events.jsonl.gz"])
+def test_worker_processes_write_the_same_files(tmp_path: Path, name: str) -> None:
+    config = SimulationConfig(events=20_000, seed=17, late_fraction=0.05)
+    for parallel in (False, True):
+        folder = tmp_path / str(parallel)
+        folder.mkdir()
+        write_sample(config, folder / name, folder / "labels.jsonl", parallel=parallel)
+    for file in (name, "labels.jsonl"):
+        assert (tmp_path / "False" / file).read_bytes() == (tmp_path / "True" / file).read_bytes()
