@@ -37,8 +37,8 @@ __all__ = ["can_place", "spare_cpus", "write_placed"]
 
 _IN_FLIGHT = 4
 """Batches a worker may have sent before it is told where they go; keeps the pipes unblocked."""
-_RING_BYTES = 64 << 20
-_MOST_PER_PLACING = 8 << 20
+_RING_BYTES = 16 << 20
+_MOST_PER_PLACING = 4 << 20
 """A placing (a stretch of the ring written out at once) holds at most this many bytes."""
 
 
