@@ -102,6 +102,20 @@ class _Place:
     position: int | None
 
 
+@dataclass(slots=True)
+class _Placing:
+    """A stretch of the ring (start, size) that goes to the output at position."""
+
+    number: int
+    start: int
+    size: int
+    waiting: int
+    """Workers yet to copy their lines in."""
+    fillers: int
+    """Workers copying lines in."""
+    position: int
+
+
 @dataclass(frozen=True)
 class _Placed:
     """The worker has copied its lines of placing `number` into the ring."""
@@ -195,9 +209,7 @@ class _Placer:
         self.labels = LabelQueue()
         self.stats: list[ShardStats | None] = [None] * count
         self.done = [False] * count  # for the workers' shards: all their lines are placed
-        # Placings whose room in the ring is not free yet, oldest first:
-        # [number, start, size, workers yet to fill it, workers filling it, output position].
-        self.placings: deque[list[int]] = deque()
+        self.placings: deque[_Placing] = deque()  # their room in the ring not free yet
         self.numbered = 0
         self.head = 0  # where the next placing starts in the ring
         self.lines = 0
@@ -251,8 +263,8 @@ class _Placer:
             self._add(shard, times, sizes, item)
         elif isinstance(item, _Placed):
             for placing in self.placings:
-                if placing[0] == item.number:
-                    placing[3] -= 1
+                if placing.number == item.number:
+                    placing.waiting -= 1
         elif isinstance(item, ShardStats):
             self.stats[shard] = item
             self.bounds[shard] = NEVER
@@ -298,7 +310,9 @@ class _Placer:
                 self.times[shard] = self.times[shard][count:]
                 self.sizes[shard] = self.sizes[shard][count:]
                 cuts[shard] -= count
-            self.placings.append([number, start, size, len(fillers), len(fillers), position])
+            self.placings.append(
+                _Placing(number, start, size, len(fillers), len(fillers), position)
+            )
             if not fillers and self.descriptor is not None:
                 _write_at(self.descriptor, self.ring[start : start + size], position)
             self.lines += take
@@ -310,7 +324,7 @@ class _Placer:
         if not self.placings:
             start = 0
         else:
-            oldest = self.placings[0][1]
+            oldest = self.placings[0].start
             if oldest < self.head:  # in use: [oldest, head); free: after head and before oldest
                 if self.head + size <= _RING_BYTES:
                     start = self.head
@@ -327,11 +341,12 @@ class _Placer:
 
     def _write_placed(self) -> None:
         """Write out, in order, the placings the workers have filled (and free their room)."""
-        while self.placings and self.placings[0][3] == 0:
-            _, start, size, _, fillers, position = self.placings.popleft()
+        while self.placings and self.placings[0].waiting == 0:
+            placing = self.placings.popleft()
+            start, size, position = placing.start, placing.size, placing.position
             if self.descriptor is None:
                 self.out.write(self.ring[start : start + size])
-            elif fillers > 1:
+            elif placing.fillers > 1:
                 _write_at(self.descriptor, self.ring[start : start + size], position)
 
 
