@@ -66,7 +66,7 @@ def spare_cpus() -> float:
     return usable - busy / max(1, elapsed)
 
 
-_IDLE_SAMPLE_SECONDS = 0.05
+_IDLE_SAMPLE_SECONDS = 0.02
 
 
 def _cpu_jiffies() -> tuple[int, int]:
