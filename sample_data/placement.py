@@ -35,7 +35,7 @@ from .records import Label
 
 __all__ = ["can_place", "spare_cpus", "write_placed"]
 
-_IN_FLIGHT = 4
+_IN_FLIGHT = 8
 """Batches a worker may have sent before it is told where they go; keeps the pipes unblocked."""
 _RING_BYTES = 16 << 20
 _MOST_PER_PLACING = 4 << 20
