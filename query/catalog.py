@@ -63,6 +63,9 @@ _VIEWS = {
         "FROM events_raw GROUP BY writer_id"
     ),
     "checkpoints": "SELECT * FROM _checkpoints",
+    # Detectors append their findings to the ledger as category 'finding' events (DESIGN.md §5),
+    # so a finding is as tamper-evident as what it points at; this is their view.
+    "findings": "SELECT * FROM events WHERE category = 'finding'",
 }
 # Simpler definitions where they mean the same, so every query binds and plans less:
 # with every event in view there are no bounds to join, and one writer log never stores an
@@ -86,6 +89,7 @@ _EVENT_TYPES = {f.name: _sql_type(f.type) for f in SEGMENT_SCHEMA} | {"attrs": "
 VIEW_TYPES: dict[str, object] = {
     "events": _EVENT_TYPES,
     "events_raw": _EVENT_TYPES,
+    "findings": _EVENT_TYPES,
     "writers": {
         "writer_id": "VARCHAR",
         "events": "BIGINT",
