@@ -274,7 +274,7 @@ def sql(
         int | None, typer.Option("--as-of", help="Answer as of signed ledger checkpoint N.")
     ] = None,
 ) -> None:
-    """Answer a read-only SQL query over the views events, events_raw, findings, writers, checkpoints."""
+    """Answer a read-only SQL query over the ledger's views (events, findings, writers, ...)."""
     _check_format(format, TABLE_FORMATS)
     if format in ("parquet", "arrow") and out is None and sys.stdout.isatty():
         _fail(f"--format {format} writes binary data: give --out FILE or redirect", 2)
