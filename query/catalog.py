@@ -189,6 +189,8 @@ def connect(
             expressions=[sqlglot.exp.Literal.string(str(s.path)) for s in segments]
         )
         connection.execute(f"SET allowed_paths = {paths.sql('duckdb')}")
+        # Segments never change once written, so their footers can be parsed once per catalog.
+        connection.execute("SET parquet_metadata_cache = true")
     connection.execute("SET enable_external_access = false")
     connection.execute("SET lock_configuration = true")
     return connection
@@ -204,7 +206,12 @@ def _create_native_rows(
         paths = [sqlglot.exp.Literal.string(str(s.path)) for s in segments]
         files = sqlglot.exp.func("READ_PARQUET", sqlglot.exp.Array(expressions=paths))
         stored = sqlglot.exp.select("*").from_(files)
-        rows = sqlglot.exp.Union(this=stored, expression=rows, distinct=False, by_name=True)
+        # With nothing unflushed the segments are the rows, and no union is planned.
+        rows = (
+            sqlglot.exp.Union(this=stored, expression=rows, distinct=False, by_name=True)
+            if unflushed.num_rows
+            else stored
+        )
     create = sqlglot.exp.Create(
         this=sqlglot.exp.to_table("_rows"),
         kind="VIEW",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -225,7 +226,11 @@ def _fetch(
 ) -> pa.Table:
     deadline = _Deadline(connection, timeout)
     try:
-        return connection.sql(sql, params=parameters).to_arrow_table()
+        # execute() binds the statement once; sql() binds it to make a relation and again to
+        # run it. The copy it warns about is of a small, narrow result.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return connection.execute(sql, parameters).to_arrow_table()
     except (duckdb.Error, pa.ArrowException) as err:
         if deadline.passed:
             raise QueryTimeoutError(f"query interrupted after {timeout:g} s") from None
