@@ -12,6 +12,7 @@ from .ast import (
     Arithmetic,
     Boolean,
     Comparison,
+    EventQuery,
     Expr,
     Field,
     FunctionCall,
@@ -116,6 +117,17 @@ class Compiler:
         if typed.kind is Kind.JSON:
             return exp.cast(exp.cast(typed.sql, "VARCHAR"), "BOOLEAN")
         return typed.sql
+
+    def event_query(self, query: EventQuery) -> exp.Expr:
+        """The condition of ``category where condition`` (``any`` tests no category)."""
+        condition = self.condition(query.condition)
+        if query.category is None:
+            return condition
+        if self.source.category_field is None:
+            raise EqlError("this input has no category field: use 'any where ...'")
+        column = self.source.column(self.source.category_field)
+        category = self.parameters.bind(query.category, Kind.STRING)
+        return exp.and_(exp.EQ(this=column, expression=category), condition)
 
     def compile(self, node: Expr) -> Typed:
         """A typed SQL expression for ``node``."""

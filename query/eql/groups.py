@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import sqlglot.expressions as exp
 
-from .ast import Expr, Field, Join, Sample, Step
+from .ast import Expr, Join, Sample, Step
 from .errors import EqlError
 from .expressions import Compiler
-from .sequence import ID, KEY, PATH, TIME, SequenceColumns, key_sql
-from .source import Kind
+from .sequence import ID, KEY, PATH, TIME, SequenceColumns, key_sql, present
 
 __all__ = ["GroupPlan", "compile_join", "compile_sample"]
 
@@ -27,20 +26,8 @@ def _filter_rows(compiler: Compiler, by: tuple[Expr, ...], step: Step, name: str
     """Events matching ``step``: keys, time, id and their rank within the key."""
     source = compiler.source
     keys = key_sql(compiler, by + step.by)
-    optional = [isinstance(k, Field) and k.optional for k in by + step.by]
-    condition = compiler.condition(step.query.condition)
-    if step.query.category is not None:
-        if source.category_field is None:
-            raise EqlError("this input has no category field: use 'any where ...'")
-        category = compiler.parameters.bind(step.query.category, Kind.STRING)
-        condition = exp.and_(
-            exp.EQ(this=source.column(source.category_field), expression=category), condition
-        )
-    not_null = [
-        exp.not_(exp.Is(this=k.sql, expression=exp.null()))
-        for k, opt in zip(keys, optional, strict=True)
-        if not opt
-    ]
+    condition = compiler.event_query(step.query)
+    not_null = present(by + step.by, keys)
     order = source.order_keys()
     rank = exp.Window(
         this=exp.RowNumber(),

@@ -12,7 +12,7 @@ from .errors import EqlError
 from .expressions import Compiler, Parameters
 from .groups import compile_join, compile_sample
 from .sequence import SequenceColumns, compile_sequence
-from .source import EventSource, Kind
+from .source import EventSource
 
 __all__ = ["COUNT_KEY", "LOCATOR", "Plan", "compile_query"]
 
@@ -59,14 +59,7 @@ def compile_query(query: Query, source: EventSource, max_samples_per_key: int = 
             grouped = compile_join(compiler, body)
         statement = _sequence_pipes(grouped.select, query.pipes)
         return Plan("samples", statement, tuple(parameters.values), grouped.columns)
-    where = compiler.condition(body.condition)
-    if body.category is not None:
-        if source.category_field is None:
-            raise EqlError("this input has no category field: use 'any where ...'")
-        category = parameters.bind(body.category, Kind.STRING)
-        where = exp.and_(
-            exp.EQ(this=source.column(source.category_field), expression=category), where
-        )
+    where = compiler.event_query(body)
     located = exp.select(exp.Star(), exp.alias_(source.locator(), LOCATOR))
     statement = located.from_(exp.to_table(source.table)).where(where)
     layers = _EventPipes(compiler, statement)

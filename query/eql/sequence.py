@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import sqlglot.expressions as exp
 
-from .ast import EventQuery, Expr, Sequence, Step
+from .ast import Expr, Field, Sequence, Step
 from .errors import EqlError
 from .expressions import Compiler, Typed
 from .source import Kind
@@ -87,16 +87,13 @@ def _when(flag: str, value: exp.Expr) -> exp.Expr:
     return exp.Case(ifs=[exp.If(this=exp.column(flag), true=value)])
 
 
-def _step_condition(compiler: Compiler, query: EventQuery) -> exp.Expr:
-    condition = compiler.condition(query.condition)
-    category_field = compiler.source.category_field
-    if query.category is None:
-        return condition
-    if category_field is None:
-        raise EqlError("this input has no category field: use 'any where ...'")
-    column = compiler.source.column(category_field)
-    category = compiler.parameters.bind(query.category, Kind.STRING)
-    return exp.and_(exp.EQ(this=column, expression=category), condition)
+def present(keys: tuple[Expr, ...], typed: list[Typed]) -> list[exp.Expr]:
+    """Conditions that the non-optional join keys are not null (an optional ``?key`` may be)."""
+    return [
+        exp.not_(exp.Is(this=value.sql, expression=exp.null()))
+        for node, value in zip(keys, typed, strict=True)
+        if not (isinstance(node, Field) and node.optional)
+    ]
 
 
 class _Builder:
@@ -117,11 +114,6 @@ class _Builder:
 
     def step_keys(self, step: Step) -> list[Typed]:
         return key_sql(self.compiler, self.sequence.by + step.by)
-
-    def optional(self, step: Step) -> list[bool]:
-        from .ast import Field
-
-        return [isinstance(k, Field) and k.optional for k in self.sequence.by + step.by]
 
     def order_columns(self) -> list[exp.Column]:
         return [exp.column(TIME)] + [
@@ -158,15 +150,10 @@ class _Builder:
         return columns
 
     def _not_null_keys(self, step: Step) -> list[exp.Expr]:
-        keys = self.step_keys(step)
-        return [
-            exp.not_(exp.Is(this=k.sql, expression=exp.null()))
-            for k, optional in zip(keys, self.optional(step), strict=True)
-            if not optional
-        ]
+        return present(self.sequence.by + step.by, self.step_keys(step))
 
     def _single_scan(self, branches: list[tuple[Step, list[int], bool]], flags: int) -> exp.Select:
-        conditions = [(_step_condition(self.compiler, s.query), idx, u) for s, idx, u in branches]
+        conditions = [(self.compiler.event_query(s.query), idx, u) for s, idx, u in branches]
         select = exp.select(*self._projection(branches[0][0]))
         for flag in range(flags):
             tests = [c for c, idx, _ in conditions if flag in idx]
@@ -194,7 +181,7 @@ class _Builder:
                 for f in range(flags)
             ]
             columns.append(exp.alias_(exp.true() if is_until else exp.false(), UNTIL))
-            where = exp.and_(_step_condition(self.compiler, step.query), *self._not_null_keys(step))
+            where = exp.and_(self.compiler.event_query(step.query), *self._not_null_keys(step))
             parts.append(exp.select(*columns).from_(exp.to_table(self.source.table)).where(where))
         union: exp.Query = parts[0]
         for part in parts[1:]:
@@ -377,7 +364,7 @@ class _Builder:
         return self._matching(step, aggregate, [compare(this=time, expression=bound)])
 
     def _matching(self, step: Step, projection: exp.Expr, extra: Many[exp.Expr]) -> exp.Subquery:
-        conditions = [_step_condition(self.compiler, step.query), *extra]
+        conditions = [self.compiler.event_query(step.query), *extra]
         for i, typed in enumerate(self.step_keys(step)):
             outer = exp.column(KEY.format(i), table="c")
             conditions.append(exp.NullSafeEQ(this=typed.sql, expression=outer))
