@@ -271,12 +271,22 @@ class Step:
 
     def render(self) -> str:
         """EQL text."""
-        text = ("!" if self.missing else "") + f"[{self.query.render()}]"
-        if self.by:
-            text += " by " + ", ".join(k.render() for k in self.by)
+        text = ("!" if self.missing else "") + f"[{self.query.render()}]" + _by(self.by)
         if self.runs != 1:
             text += f" with runs={self.runs}"
         return text
+
+
+def _by(keys: tuple[Expr, ...]) -> str:
+    return " by " + ", ".join(k.render() for k in keys) if keys else ""
+
+
+def _render_group(head: str, steps: tuple[Step, ...], until: Step | None) -> str:
+    """A sequence, sample or join: its head line, a step per line, then ``until``."""
+    lines = [head] + ["  " + step.render() for step in steps]
+    if until is not None:
+        lines.append("until " + until.render())
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -290,15 +300,10 @@ class Sequence:
 
     def render(self) -> str:
         """EQL text."""
-        head = "sequence"
-        if self.by:
-            head += " by " + ", ".join(k.render() for k in self.by)
+        head = "sequence" + _by(self.by)
         if self.maxspan is not None:
             head += f" with maxspan={self.maxspan.render()}"
-        lines = [head] + ["  " + s.render() for s in self.steps]
-        if self.until is not None:
-            lines.append("until " + self.until.render())
-        return "\n".join(lines)
+        return _render_group(head, self.steps, self.until)
 
 
 @dataclass(frozen=True)
@@ -310,10 +315,7 @@ class Sample:
 
     def render(self) -> str:
         """EQL text."""
-        head = "sample"
-        if self.by:
-            head += " by " + ", ".join(k.render() for k in self.by)
-        return "\n".join([head] + ["  " + s.render() for s in self.steps])
+        return _render_group("sample" + _by(self.by), self.steps, None)
 
 
 @dataclass(frozen=True)
@@ -326,13 +328,7 @@ class Join:
 
     def render(self) -> str:
         """EQL text."""
-        head = "join"
-        if self.by:
-            head += " by " + ", ".join(k.render() for k in self.by)
-        lines = [head] + ["  " + s.render() for s in self.steps]
-        if self.until is not None:
-            lines.append("until " + self.until.render())
-        return "\n".join(lines)
+        return _render_group("join" + _by(self.by), self.steps, self.until)
 
 
 @dataclass(frozen=True)

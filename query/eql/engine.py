@@ -125,13 +125,9 @@ def run_eql_records(
     size: int = DEFAULT_MAX_ROWS,
 ) -> EqlResult:
     """Answer an EQL query over in-memory records; row ids are their positions in ``records``."""
-    parsed = _parse(query)
-    connection, source = load_records(records, category_field, time_field, tiebreaker)
-    with connection:
-        fetch = table_fetcher(connection, source)
-        return execute(
-            connection, source, parsed, fetch, size, DEFAULT_TIMEOUT, max_samples_per_key
-        )
+    parsed = _parse(query)  # a query that does not parse loads nothing
+    loaded = load_records(records, category_field, time_field, tiebreaker)
+    return _run_loaded(loaded, parsed, size, DEFAULT_TIMEOUT, max_samples_per_key)
 
 
 def run_eql_file(
@@ -147,10 +143,22 @@ def run_eql_file(
 ) -> EqlResult:
     """Answer an EQL query over a JSONL, JSON, Parquet or CSV file; row ids are row numbers."""
     parsed = _parse(query)
-    connection, source = load_file(path, category_field, time_field, tiebreaker)
+    loaded = load_file(path, category_field, time_field, tiebreaker)
+    return _run_loaded(loaded, parsed, size, timeout, max_samples_per_key)
+
+
+def _run_loaded(
+    loaded: tuple[duckdb.DuckDBPyConnection, EventSource],
+    query: Query,
+    size: int,
+    timeout: float,
+    max_samples_per_key: int,
+) -> EqlResult:
+    """Run on an input loaded into its own connection, then close that connection."""
+    connection, source = loaded
     with connection:
         fetch = table_fetcher(connection, source)
-        return execute(connection, source, parsed, fetch, size, timeout, max_samples_per_key)
+        return execute(connection, source, query, fetch, size, timeout, max_samples_per_key)
 
 
 def execute(
