@@ -40,6 +40,7 @@ __all__ = [
     "catalog",
     "catalog_session",
     "connect",
+    "create_temporary",
 ]
 
 # Constant view definitions, parsed by sqlglot; the relations they read are registered objects.
@@ -176,19 +177,9 @@ def connect(
     for name, text in definitions.items():
         if name == "events" and not single_writer:
             _create_shadowed(connection)
-        view = sqlglot.parse_one(text, read="duckdb")
-        create = sqlglot.exp.Create(
-            this=sqlglot.exp.to_table(name),
-            kind="VIEW",
-            expression=view,
-            properties=sqlglot.exp.Properties(expressions=[sqlglot.exp.TemporaryProperty()]),
-        )
-        connection.execute(create.sql("duckdb"))
+        create_temporary(connection, "VIEW", name, sqlglot.parse_one(text, read="duckdb"))
     if limits.native_reader and segments:
-        paths = sqlglot.exp.Array(
-            expressions=[sqlglot.exp.Literal.string(str(s.path)) for s in segments]
-        )
-        connection.execute(f"SET allowed_paths = {paths.sql('duckdb')}")
+        connection.execute(f"SET allowed_paths = {_segment_paths(segments).sql('duckdb')}")
         # Segments never change once written, so their footers can be parsed once per catalog.
         connection.execute("SET parquet_metadata_cache = true")
     connection.execute("SET enable_external_access = false")
@@ -203,8 +194,7 @@ def _create_native_rows(
     connection.register("_unflushed", unflushed.cast(SEGMENT_SCHEMA))
     rows: sqlglot.exp.Query = sqlglot.exp.select("*").from_("_unflushed")
     if segments:
-        paths = [sqlglot.exp.Literal.string(str(s.path)) for s in segments]
-        files = sqlglot.exp.func("READ_PARQUET", sqlglot.exp.Array(expressions=paths))
+        files = sqlglot.exp.func("READ_PARQUET", _segment_paths(segments))
         stored = sqlglot.exp.select("*").from_(files)
         # With nothing unflushed the segments are the rows, and no union is planned.
         rows = (
@@ -212,10 +202,24 @@ def _create_native_rows(
             if unflushed.num_rows
             else stored
         )
+    create_temporary(connection, "VIEW", "_rows", rows)
+
+
+def _segment_paths(segments: list[SegmentFile]) -> sqlglot.exp.Array:
+    """The segment files' paths as a SQL list."""
+    return sqlglot.exp.Array(
+        expressions=[sqlglot.exp.Literal.string(str(s.path)) for s in segments]
+    )
+
+
+def create_temporary(
+    connection: duckdb.DuckDBPyConnection, kind: str, name: str, query: sqlglot.exp.Expr
+) -> None:
+    """``CREATE TEMPORARY <kind> name AS query``, built as a sqlglot expression."""
     create = sqlglot.exp.Create(
-        this=sqlglot.exp.to_table("_rows"),
-        kind="VIEW",
-        expression=rows,
+        this=sqlglot.exp.to_table(name),
+        kind=kind,
+        expression=query,
         properties=sqlglot.exp.Properties(expressions=[sqlglot.exp.TemporaryProperty()]),
     )
     connection.execute(create.sql("duckdb"))
@@ -376,14 +380,7 @@ _SHADOWED = (
 
 def _create_shadowed(connection: duckdb.DuckDBPyConnection) -> None:
     """Materialise the copies the ``events`` view leaves out."""
-    query = sqlglot.parse_one(_SHADOWED, read="duckdb")
-    create = sqlglot.exp.Create(
-        this=sqlglot.exp.to_table("_shadowed"),
-        kind="TABLE",
-        expression=query,
-        properties=sqlglot.exp.Properties(expressions=[sqlglot.exp.TemporaryProperty()]),
-    )
-    connection.execute(create.sql("duckdb"))
+    create_temporary(connection, "TABLE", "_shadowed", sqlglot.parse_one(_SHADOWED, read="duckdb"))
 
 
 _PARQUET = ds.ParquetFileFormat()

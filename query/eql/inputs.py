@@ -12,6 +12,7 @@ import orjson
 import pyarrow as pa
 import sqlglot.expressions as exp
 
+from ..catalog import create_temporary
 from .errors import EqlError
 from .source import EventSource
 
@@ -144,13 +145,7 @@ def _locked(
     connection.register("eql_raw", table)
     time_type = table.schema.field(time_field).type
     loaded = exp.select(exp.Star(), exp.alias_(_time_sql(time_type, time_field), TIME_COLUMN))
-    create = exp.Create(
-        this=exp.to_table(INPUT_TABLE),
-        kind="TABLE",
-        expression=loaded.from_("eql_raw"),
-        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-    )
-    connection.execute(create.sql("duckdb"))
+    create_temporary(connection, "TABLE", INPUT_TABLE, loaded.from_("eql_raw"))
     connection.unregister("eql_raw")
     missing_time = exp.Is(this=exp.column(TIME_COLUMN), expression=exp.null())
     first_unparsed = exp.select(ROW_COLUMN).from_(INPUT_TABLE).where(missing_time).limit(1)

@@ -400,8 +400,8 @@ class _Builder:
             return conditions
         start = self._time_of(0)
         end = self._time_of(len(self.positive) - 1)
-        lead = _greatest([self._missing_times(s, start, before=True) for s in leading])
-        trail = _least([self._missing_times(s, end, before=False) for s in trailing])
+        lead = _extreme("GREATEST", [self._missing_times(s, start, before=True) for s in leading])
+        trail = _extreme("LEAST", [self._missing_times(s, end, before=False) for s in trailing])
         maxspan = self.sequence.maxspan
 
         def beyond(low: exp.Expr, high: exp.Expr) -> exp.Expr:
@@ -425,16 +425,11 @@ class _Builder:
         return conditions
 
 
-def _greatest(values: list[exp.Expr]) -> exp.Expr | None:
+def _extreme(function: str, values: list[exp.Expr]) -> exp.Expr | None:
+    """GREATEST or LEAST of the values (the value itself when there is one; None for none)."""
     if not values:
         return None
-    return values[0] if len(values) == 1 else exp.func("GREATEST", *values)
-
-
-def _least(values: list[exp.Expr]) -> exp.Expr | None:
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else exp.func("LEAST", *values)
+    return values[0] if len(values) == 1 else exp.func(function, *values)
 
 
 def compile_sequence(compiler: Compiler, sequence: Sequence) -> SequencePlan:
