@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,17 @@ def linked_copy(source: Path, target: Path) -> None:
             shutil.copy2(src, dst)
 
     shutil.copytree(source, target, copy_function=link_or_copy)
+
+
+def median_seconds(action: Callable[[], object], runs: int) -> float:
+    """Median wall time of ``runs`` calls of ``action``, after one warm-up call."""
+    action()
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
 
 
 def peak_rss_mb() -> float:

@@ -16,14 +16,12 @@ Figures (median of several warm runs each):
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import OUT, build_ledger, emit, peak_rss_mb
+from _common import OUT, build_ledger, emit, median_seconds, peak_rss_mb
 
 from query import Ledger
 from query.catalog import catalog
@@ -48,16 +46,6 @@ EVENTS_SQL = (
     "SELECT * FROM events WHERE category = 'network' AND external AND bytes > 1000000 "
     "AND outcome = 'success' ORDER BY time, writer_id, seq LIMIT 10"
 )
-
-
-def median_seconds(action: Callable[[], object], runs: int) -> float:
-    action()
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
 
 
 def reference_spec() -> reference.Sequence:

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from _common import OUT, build_ledger, emit
+from _common import OUT, build_ledger, emit, median_seconds
 
 from query import CatalogLimits, Ledger, run_sql
 from query.catalog import _segments_dataset
@@ -44,16 +44,6 @@ def paired_ms(
             action()
             timings.append((time.perf_counter() - started) * 1000)
     return raw_ms, guarded_ms
-
-
-def median_ms(action: Callable[[], object], runs: int = 3) -> float:
-    action()
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings) * 1000
 
 
 def pruned_share(ledger: Ledger) -> dict[str, int]:
@@ -106,8 +96,8 @@ def main() -> None:
         lambda: run_sql(ledger, query),
     )
     overheads = [g - r for r, g in zip(raw_ms, guarded_ms, strict=True)]
-    full_ms = median_ms(
-        lambda: run_sql(ledger, "SELECT agent_id, count(*) FROM events_raw GROUP BY 1")
+    full_ms = 1000 * median_seconds(
+        lambda: run_sql(ledger, "SELECT agent_id, count(*) FROM events_raw GROUP BY 1"), runs=3
     )
     emit(
         {
