@@ -19,25 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlglot
+from eql_helpers import MISSING_APPROVAL, THREE_STEPS, event
 from typer.testing import CliRunner, Result
 
 from api import cli
 from api.cli import app
 
 runner = CliRunner()
-
-THREE_STEPS = (
-    "sequence by agent_id with maxspan=1h "
-    '[secret where action == "secret.read"] '
-    '[config where action : "config.*"] '
-    '[job where action == "job.trigger"]'
-)
-MISSING_APPROVAL = (
-    "sequence by agent_id with maxspan=1h "
-    '[secret where action == "secret.read"] '
-    "![approval where true] "
-    '[job where action == "job.trigger"]'
-)
 
 
 @pytest.fixture(autouse=True)
@@ -49,20 +37,6 @@ def _no_ledger_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def _wide_tables(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tables as wide as a wide terminal, so cell text is not folded across lines."""
     monkeypatch.setattr(cli.console, "width", 250)
-
-
-def event(
-    event_id: str, minute: int, agent: str, category: str, action: str, **fields: Any
-) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "event_id": event_id,
-        "time": f"2026-03-01T10:{minute:02d}:00Z",
-        "agent_id": agent,
-        "category": category,
-        "action": action,
-    }
-    record.update(fields)
-    return record
 
 
 EVENTS = [

@@ -10,49 +10,14 @@ optional and unknown fields, duplicates across writer logs, freshness, ``as_of``
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from eql_helpers import MISSING_APPROVAL, T0, THREE_STEPS, event
 
 from query import Ledger, QueryError
 from query.eql import EqlError, EqlResult, EqlSyntaxError
-
-T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
-
-THREE_STEPS = (
-    "sequence by agent_id with maxspan=1h "
-    '[secret where action == "secret.read"] '
-    '[config where action : "config.*"] '
-    '[job where action == "job.trigger"]'
-)
-MISSING_APPROVAL = (
-    "sequence by agent_id with maxspan=1h "
-    '[secret where action == "secret.read"] '
-    "![approval where true] "
-    '[job where action == "job.trigger"]'
-)
-
-
-def at(minutes: float) -> str:
-    """RFC 3339 time ``minutes`` after T0."""
-    return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
-
-
-def event(
-    event_id: str, minutes: float, agent: str, category: str, action: str, **fields: Any
-) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "event_id": event_id,
-        "time": at(minutes),
-        "agent_id": agent,
-        "category": category,
-        "action": action,
-    }
-    record.update(fields)
-    return record
-
 
 # The planted chain, decoys around it, and background activity.
 EVENTS = [

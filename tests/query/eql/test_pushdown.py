@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
 import pytest
+from eql_helpers import event
 
 import query.eql.fetch
 from query import Ledger
@@ -25,7 +25,6 @@ from query.catalog import catalog
 from query.eql import compile_query, ledger_source, parse
 from query.eql.engine import NATIVE
 
-T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 AGENTS = 6  # each completes the chain once
 
 CHAIN = (
@@ -36,24 +35,6 @@ CHAIN = (
 )
 NEEDED = {"time", "category", "action", "outcome", "agent_id", "writer_id", "seq"}
 NEVER = {"attrs", "hash", "leaf_hash", "prev_hash"}
-
-
-def at(minutes: float) -> str:
-    return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
-
-
-def event(
-    event_id: str, minutes: float, agent: str, category: str, action: str, **fields: Any
-) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "event_id": event_id,
-        "time": at(minutes),
-        "agent_id": agent,
-        "category": category,
-        "action": action,
-    }
-    record.update(fields)
-    return record
 
 
 def events() -> list[dict[str, Any]]:
