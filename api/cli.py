@@ -37,13 +37,11 @@ from ledger.checkpoints import LedgerCheckpoint
 from ledger.inputs import FORMATS, read_chunks, spool_stdin
 from ledger.schedule import CheckpointSchedule
 from query import Ledger, QueryError, run_sql
-from query.catalog import catalog
-from query.eql import EqlResult, EventSource, ledger_source, load_file
+from query.eql import EqlResult
 from query.eql import explain as explain_eql
 from query.eql import parse as parse_eql
-from query.eql.engine import DEFAULT_SIZE, NATIVE
+from query.eql.engine import DEFAULT_SIZE, over_file, over_ledger
 from query.eql.engine import execute as execute_eql
-from query.eql.fetch import Fetcher, ledger_fetcher, table_fetcher
 
 from .eql_output import EQL_FORMATS, print_eql
 from .output import TABLE_FORMATS, print_records, print_table, write_batches
@@ -343,20 +341,18 @@ def eql(
     if input is not None and not input.is_file():
         _fail(f"--input {input}: no such file", 2)
 
-    def run_on(connection: Any, source: EventSource, fetch: Fetcher) -> EqlResult | None:
-        if explain:
-            console.print(explain_eql(parsed, source, dialect), highlight=False, soft_wrap=True)
-            return None
-        return execute_eql(connection, source, parsed, fetch, size, timeout, max_samples_per_key)
-
     def run() -> EqlResult | None:
-        if input is not None:
-            connection, source = load_file(input, category_field, time_field, tiebreaker)
-            with connection:
-                return run_on(connection, source, table_fetcher(connection, source))
-        opened = Ledger.open(_ledger_path(ledger))
-        with catalog(opened, NATIVE, as_of) as connection:
-            return run_on(connection, ledger_source(connection), ledger_fetcher(opened))
+        over = (
+            over_file(input, category_field, time_field, tiebreaker)
+            if input is not None
+            else over_ledger(Ledger.open(_ledger_path(ledger)), as_of)
+        )
+        with over as target:
+            if explain:
+                text = explain_eql(parsed, target.source, dialect)
+                console.print(text, highlight=False, soft_wrap=True)
+                return None
+            return execute_eql(target, parsed, size, timeout, max_samples_per_key)
 
     result = _guarded(run)
     if result is None:

@@ -5,7 +5,18 @@ Pipeline: ``lexer`` → ``parser`` → ``ast`` → ``plan`` (``expressions``, ``
 """
 
 from .ast import Query
-from .engine import EqlResult, SequenceMatch, explain, run_eql, run_eql_file, run_eql_records
+from .engine import (
+    EqlResult,
+    SequenceMatch,
+    Target,
+    execute,
+    explain,
+    over_file,
+    over_ledger,
+    run_eql,
+    run_eql_file,
+    run_eql_records,
+)
 from .errors import EqlError, EqlSyntaxError
 from .inputs import ledger_source, load_file, load_records
 from .parser import parse, parse_expression
@@ -20,11 +31,15 @@ __all__ = [
     "Plan",
     "Query",
     "SequenceMatch",
+    "Target",
     "compile_query",
+    "execute",
     "explain",
     "ledger_source",
     "load_file",
     "load_records",
+    "over_file",
+    "over_ledger",
     "parse",
     "parse_expression",
     "run_eql",

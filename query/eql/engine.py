@@ -7,7 +7,8 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +34,11 @@ __all__ = [
     "NATIVE",
     "EqlResult",
     "SequenceMatch",
+    "Target",
     "execute",
     "explain",
+    "over_file",
+    "over_ledger",
     "run_eql",
     "run_eql_file",
     "run_eql_records",
@@ -109,9 +113,8 @@ def run_eql(
 ) -> EqlResult:
     """Answer an EQL query over the ledger's ``events`` view (as of a checkpoint)."""
     parsed = _parse(query)
-    with catalog(ledger, NATIVE, as_of) as connection:
-        source = ledger_source(connection)
-        return execute(connection, source, parsed, ledger_fetcher(ledger), size, timeout)
+    with over_ledger(ledger, as_of) as target:
+        return execute(target, parsed, size, timeout)
 
 
 def run_eql_records(
@@ -127,7 +130,8 @@ def run_eql_records(
     """Answer an EQL query over in-memory records; row ids are their positions in ``records``."""
     parsed = _parse(query)  # a query that does not parse loads nothing
     loaded = load_records(records, category_field, time_field, tiebreaker)
-    return _run_loaded(loaded, parsed, size, DEFAULT_TIMEOUT, max_samples_per_key)
+    with _over_loaded(loaded) as target:
+        return execute(target, parsed, size, DEFAULT_TIMEOUT, max_samples_per_key)
 
 
 def run_eql_file(
@@ -143,34 +147,50 @@ def run_eql_file(
 ) -> EqlResult:
     """Answer an EQL query over a JSONL, JSON, Parquet or CSV file; row ids are row numbers."""
     parsed = _parse(query)
-    loaded = load_file(path, category_field, time_field, tiebreaker)
-    return _run_loaded(loaded, parsed, size, timeout, max_samples_per_key)
+    with over_file(path, category_field, time_field, tiebreaker) as target:
+        return execute(target, parsed, size, timeout, max_samples_per_key)
 
 
-def _run_loaded(
-    loaded: tuple[duckdb.DuckDBPyConnection, EventSource],
-    query: Query,
-    size: int,
-    timeout: float,
-    max_samples_per_key: int,
-) -> EqlResult:
-    """Run on an input loaded into its own connection, then close that connection."""
+@dataclass(frozen=True)
+class Target:
+    """What a query runs over: a connection, the source on it, and how whole events come back."""
+
+    connection: duckdb.DuckDBPyConnection
+    source: EventSource
+    fetch: Fetcher
+
+
+@contextmanager
+def over_ledger(ledger: Ledger, as_of: int | None = None) -> Iterator[Target]:
+    """The ledger's ``events`` view (as of a checkpoint), read by DuckDB's own reader."""
+    with catalog(ledger, NATIVE, as_of) as connection:
+        yield Target(connection, ledger_source(connection), ledger_fetcher(ledger))
+
+
+@contextmanager
+def over_file(
+    path: str | os.PathLike[str],
+    category_field: str | None,
+    time_field: str,
+    tiebreaker: str | None,
+) -> Iterator[Target]:
+    """A JSONL, JSON, Parquet or CSV file, loaded into a connection of its own."""
+    with _over_loaded(load_file(path, category_field, time_field, tiebreaker)) as target:
+        yield target
+
+
+@contextmanager
+def _over_loaded(loaded: tuple[duckdb.DuckDBPyConnection, EventSource]) -> Iterator[Target]:
     connection, source = loaded
     with connection:
-        fetch = table_fetcher(connection, source)
-        return execute(connection, source, query, fetch, size, timeout, max_samples_per_key)
+        yield Target(connection, source, table_fetcher(connection, source))
 
 
 def execute(
-    connection: duckdb.DuckDBPyConnection,
-    source: EventSource,
-    query: Query,
-    fetch: Fetcher,
-    size: int,
-    timeout: float,
-    max_samples_per_key: int = 1,
+    target: Target, query: Query, size: int, timeout: float, max_samples_per_key: int = 1
 ) -> EqlResult:
-    """Find every match of ``query`` on ``connection``; read whole events for the first ``size``."""
+    """Find every match of ``query``; read whole events for the first ``size``."""
+    connection, source, fetch = target.connection, target.source, target.fetch
     started = time.perf_counter()
     plan, sql = _compiled(query, source, max_samples_per_key)
     table = _fetch(connection, sql, list(plan.parameters), timeout)
