@@ -111,11 +111,10 @@ def _combine(
                 ),
                 copy=False,
             )
-        for alias in aliases:
-            before = exp.LT(this=exp.column(TIME, table=alias), expression=first_stop.subquery())
-            conditions.append(
-                exp.or_(exp.Is(this=first_stop.subquery(), expression=exp.null()), before)
-            )
+        # Every event is before the key's first until event (if it has one): the latest is.
+        latest = exp.func("GREATEST", *[exp.column(TIME, table=alias) for alias in aliases])
+        before = exp.LT(this=latest, expression=first_stop.subquery())
+        conditions.append(exp.func("COALESCE", before, exp.true()))
     select = select.where(exp.and_(*conditions), copy=False)
     order = [exp.column(KEY.format(k)) for k in range(key_count)]
     ordered = [exp.Ordered(this=o, nulls_first=False) for o in order]
