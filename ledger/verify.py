@@ -1,15 +1,13 @@
 """Verification of a ledger: every stored column, every link, every segment, the WAL and head.
 
-Each segment is checked on its own (in parallel worker processes for large ledgers): DuckDB
-rebuilds every row's canonical bytes from its typed columns (``canonical_sql``), then the leaf and
-chained hashes are recomputed (hashlib) and compared with the stored ones, and each row's seq,
-writer and prev_hash link checked. The segments' ends are then linked writer log by writer log.
+Each segment is checked on its own (in parallel worker processes for large ledgers): every row's
+canonical bytes are rebuilt from its typed columns and its leaf and chained hashes recomputed
+(``rebuild``), compared with the stored ones, and each row's seq, writer and prev_hash link
+checked. The segments' ends are then linked writer log by writer log.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import sys
 import time
@@ -20,19 +18,17 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
-import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import sqlglot
-import sqlglot.expressions as exp
 
-from .canonical_sql import canonical_sql, install_macros
 from .checkpoints import CheckpointStore
 from .hashing import ZERO_HASH, chain_hash, leaf_hash
 from .layout import WriterLayout, read_head, scan_wal_files, segments_in_force, try_lock
 from .note import Verifier
+from .rebuild import fixed_hashes, rebuild
 from .report import IntegrityProblem, VerifyReport, WriterSummary
 from .schema import SEGMENT_SCHEMA
 from .segments import SegmentFile, hash_at
@@ -261,52 +257,6 @@ def _schema_difference(schema: pa.Schema) -> str:
     return "segment schema differs from the ledger's: " + "; ".join(parts)
 
 
-# Constant SQL, parsed once; CANONICAL is replaced by the canonical-bytes expression, and every
-# value is a bound parameter.
-_ROWS = sqlglot.parse_one(
-    """
-    SELECT
-      CANONICAL AS leaf_input,
-      prev_hash,
-      leaf_hash,
-      hash,
-      seq,
-      coalesce(seq = $first_seq + file_row_number, false) AS seq_ok,
-      coalesce(writer_id = $writer_id, false) AS writer_ok
-    FROM read_parquet($path, file_row_number = true)
-    """,
-    read="duckdb",
-).transform(
-    lambda node: (
-        canonical_sql() if isinstance(node, exp.Column) and node.name == "CANONICAL" else node
-    )
-)
-_worker_connections: dict[str, duckdb.DuckDBPyConnection] = {}
-
-
-@functools.cache
-def _rows_sql() -> str:
-    return _ROWS.sql("duckdb")
-
-
-# Keep freed memory for the next batch: on VMs that hand free pages back to the host, touching
-# fresh pages again costs more than the hashing itself.
-_WORKER_CONFIG: dict[str, str | bool | int | float | list[str]] = {
-    "threads": 1,
-    "allocator_flush_threshold": "4GB",
-    "allocator_bulk_deallocation_flush_threshold": "4GB",
-}
-
-
-def _connection() -> duckdb.DuckDBPyConnection:
-    """This process's checking connection: workers check many segments each."""
-    connection = _worker_connections.get("rows")
-    if connection is None:
-        connection = _worker_connections["rows"] = duckdb.connect(config=_WORKER_CONFIG)
-        install_macros(connection)
-    return connection
-
-
 def _check_segment_job(job: tuple[str, int, str, bool]) -> SegmentCheck:
     return check_segment(*job)
 
@@ -321,14 +271,12 @@ def check_segment(
         return SegmentCheck(0, None, None, (), "unreadable-segment", f"not readable Parquet: {err}")
     if not schema.remove_metadata().equals(SEGMENT_SCHEMA):
         return SegmentCheck(0, None, None, (), "schema-changed", _schema_difference(schema))
-    parameters = {"path": path, "first_seq": first_seq, "writer_id": writer_id}
     state = _SegmentState()
     try:
-        relation = _connection().sql(_rows_sql(), params=parameters)
-        assert relation is not None
-        for batch in relation.to_arrow_reader(_BATCH_ROWS):
-            _check_batch(batch, state)
-    except (duckdb.Error, TypeError, ValueError) as err:
+        parquet = pq.ParquetFile(path)
+        for batch in parquet.iter_batches(_BATCH_ROWS, use_threads=False):
+            _check_batch(batch, first_seq, writer_id, state)
+    except (OSError, pa.ArrowException, TypeError, ValueError) as err:
         message = f"cannot be read: {err}"
         return SegmentCheck(state.rows, None, None, (), "unreadable-segment", message)
     return SegmentCheck(
@@ -402,39 +350,51 @@ class _SegmentState:
     leaves: list[bytes] = field(default_factory=list)
 
 
-def _check_batch(batch: pa.RecordBatch, state: _SegmentState) -> None:
-    """Hash a batch's rows straight from Arrow's buffers (no per-row copies)."""
-    leaf_inputs = batch.column(0)
-    data = memoryview(leaf_inputs.buffers()[2] or b"")
-    starts = memoryview(leaf_inputs.buffers()[1]).cast("i")[
-        leaf_inputs.offset : leaf_inputs.offset + len(leaf_inputs) + 1
-    ]
-    prevs, stored_leaves, hashes = (
-        batch.column(i).cast(pa.binary()).to_pylist() for i in (1, 2, 3)
+def _check_batch(
+    batch: pa.RecordBatch, first_seq: int, writer_id: str, state: _SegmentState
+) -> None:
+    """Check a batch's rows: rebuilt hashes, seq, writer and the link to the row before."""
+    rows = batch.num_rows
+    if rows == 0:
+        return
+    rebuilt = rebuild(batch)
+    prev, stored_leaves, hashes = (
+        fixed_hashes(batch.column(name)) for name in ("prev_hash", "leaf_hash", "hash")
     )
-    seq_oks = batch.column(5).to_pylist()
-    writer_oks = batch.column(6).to_pylist()
-    if state.first_prev is None and prevs:
-        state.first_prev = state.previous = prevs[0]
-    previous = state.previous
-    sha256 = hashlib.sha256
-    leaves = state.leaves
-    for row in range(len(leaf_inputs)):
-        prev = prevs[row]
-        stored = hashes[row]
-        leaf = sha256(data[starts[row] : starts[row + 1]]).digest()
-        leaves.append(leaf)
-        hash_ok = leaf == stored_leaves[row] and sha256(prev + leaf).digest() == stored
-        link_ok = prev == previous
-        previous = stored
-        row_ok = hash_ok and link_ok and seq_oks[row] and writer_oks[row]
-        if not row_ok and len(state.failing) < MAX_REPORTED_ROWS:
-            seq = batch.column(4)[row].as_py()
-            state.failing.append(
-                (state.rows + row, seq, seq_oks[row], writer_oks[row], hash_ok, link_ok)
+    present = np.ones(rows, bool)
+    for name in ("prev_hash", "leaf_hash", "hash"):
+        present &= pc.is_valid(batch.column(name)).to_numpy(zero_copy_only=False)
+    hash_ok = (
+        present
+        & (rebuilt.leaves == stored_leaves).all(axis=1)
+        & (rebuilt.chained == hashes).all(axis=1)
+    )
+    if state.first_prev is None:
+        state.first_prev = state.previous = prev[0].tobytes()
+    link_ok = np.empty(rows, bool)
+    link_ok[0] = prev[0].tobytes() == state.previous
+    link_ok[1:] = (prev[1:] == hashes[:-1]).all(axis=1)
+    seqs = batch.column("seq")
+    expected = np.arange(first_seq + state.rows, first_seq + state.rows + rows, dtype=np.int64)
+    seq_ok = pc.fill_null(pc.equal(seqs, pa.array(expected)), False).to_numpy(zero_copy_only=False)
+    writer_ok = pc.fill_null(pc.equal(batch.column("writer_id"), writer_id), False).to_numpy(
+        zero_copy_only=False
+    )
+    failing = np.flatnonzero(~(hash_ok & link_ok & seq_ok & writer_ok))
+    for row in failing[: max(0, MAX_REPORTED_ROWS - len(state.failing))].tolist():
+        state.failing.append(
+            (
+                state.rows + row,
+                seqs[row].as_py(),
+                bool(seq_ok[row]),
+                bool(writer_ok[row]),
+                bool(hash_ok[row]),
+                bool(link_ok[row]),
             )
-    state.previous = previous
-    state.rows += len(leaf_inputs)
+        )
+    state.leaves.append(rebuilt.leaves.tobytes())
+    state.previous = hashes[-1].tobytes()
+    state.rows += rows
 
 
 def _row_problems(

@@ -1,0 +1,560 @@
+"""Each stored row's canonical bytes, leaf hash and chained hash, rebuilt from its typed columns.
+
+Verification hashes what a query reads: the typed columns of a segment are turned back into the
+RFC 8785 text the writer hashed, so a change to any stored column changes the recomputed hash.
+This runs in loops compiled by numba straight over the Arrow buffers (a few hundred nanoseconds a
+row, where SQL string functions took microseconds), and hashes with the OpenSSL library that
+Python's hashlib itself uses, called from the compiled loop; where that library cannot be loaded,
+hashlib hashes the rebuilt bytes instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+from .schema import CANONICAL_FIELDS, Kind
+
+__all__ = ["Chained", "Rebuilt", "canonical_texts", "chain", "fixed_hashes", "rebuild"]
+
+# How each field's value is written; a field's key text and kind are fixed by the schema.
+_TEXT, _TIME, _INT, _BOOL, _RAW, _LIST = range(6)
+_KIND_CODES = {
+    Kind.TIME: _TIME,
+    Kind.INT: _INT,
+    Kind.BOOL: _BOOL,
+    Kind.ATTRS: _RAW,  # stored as its canonical text already
+    Kind.TEXT_LIST: _LIST,
+}
+_KINDS = np.array([_KIND_CODES.get(f.kind, _TEXT) for f in CANONICAL_FIELDS], np.int64)
+_KEY_TEXTS = [f'"{f.name}":'.encode() for f in CANONICAL_FIELDS]
+_KEYS = np.frombuffer(b"".join(_KEY_TEXTS), np.uint8)
+_KEY_OFFSETS = np.cumsum([0, *map(len, _KEY_TEXTS)], dtype=np.int64)
+
+# RFC 8785 escapes: the short forms, and \u00xx in lower case for the other control characters.
+_SHORT_ESCAPES = np.zeros(32, np.uint8)
+for _code, _letter in {0x08: "b", 0x09: "t", 0x0A: "n", 0x0C: "f", 0x0D: "r"}.items():
+    _SHORT_ESCAPES[_code] = ord(_letter)
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+_WORDS = np.frombuffer(b"truefalsenull", np.uint8)
+_TABLES = (_SHORT_ESCAPES, _HEX_DIGITS, _WORDS)
+
+# The widest a value can be written, per byte of input and per value, to size the output.
+_MAX_INT_DIGITS = 20
+_TIME_TEXT = len('"2026-01-01T00:00:00.000000Z"')
+_ESCAPE_WIDTH = len("\\u0000")
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """Per row: the leaf hash of the rebuilt canonical bytes and SHA-256(stored prev_hash || it)."""
+
+    leaves: np.ndarray  # (rows, 32) uint8
+    chained: np.ndarray  # (rows, 32) uint8
+
+
+@dataclass(frozen=True)
+class Chained:
+    """New rows' canonical bytes (newline-joined: a WAL payload), leaf hashes and hash chain."""
+
+    lines: bytes
+    leaves: np.ndarray  # (rows, 32) uint8
+    hashes: np.ndarray  # (rows, 32) uint8: hashes[i] = SHA-256(hashes[i - 1] || leaves[i])
+
+
+def chain(batch: pa.RecordBatch, prev: bytes) -> Chained:
+    """Canonical bytes, leaf hashes and chained hashes of new rows, continuing from ``prev``.
+
+    The writer hashes what this builds from the typed columns it stores, the same loop that
+    ``verify`` rebuilds them with.
+    """
+    rows = batch.num_rows
+    buffer, offsets = _canonical(batch)
+    leaves = np.empty((rows, 32), np.uint8)
+    hashes = np.empty((rows, 32), np.uint8)
+    start = np.frombuffer(prev, np.uint8).copy()
+    if not _hash_with_openssl(buffer, offsets, start, leaves, hashes, chained=True):
+        _hash_with_hashlib(buffer, offsets, start, leaves, hashes, chained=True)
+    # Rows are 0x00 || canonical: the WAL wants the canonical bytes one per line. No canonical
+    # text holds a raw 0x00 (JSON escapes control characters), so the prefixes become newlines.
+    text = buffer[: offsets[rows]].copy()
+    text[offsets[1:rows]] = ord("\n")
+    return Chained(text[1:].tobytes(), leaves, hashes)
+
+
+def rebuild(batch: pa.RecordBatch) -> Rebuilt:
+    """Rebuild the leaf and chained hashes of a batch of segment rows from their columns."""
+    rows = batch.num_rows
+    buffer, offsets = _canonical(batch)
+    prev = fixed_hashes(batch.column("prev_hash"))
+    leaves = np.empty((rows, 32), np.uint8)
+    chained = np.empty((rows, 32), np.uint8)
+    if not _hash_with_openssl(buffer, offsets, prev, leaves, chained):
+        _hash_with_hashlib(buffer, offsets, prev, leaves, chained)
+    return Rebuilt(leaves, chained)
+
+
+def canonical_texts(batch: pa.RecordBatch) -> list[bytes]:
+    """Each row's rebuilt leaf input, ``0x00 || canonical bytes`` (for tests and diagnostics)."""
+    buffer, offsets = _canonical(batch)
+    return [bytes(buffer[offsets[i] : offsets[i + 1]]) for i in range(batch.num_rows)]
+
+
+def _canonical(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+    """``0x00 || canonical bytes`` of every row, in a shared buffer, and where each row starts.
+
+    The buffer is reused by the next call on this thread.
+    """
+    columns = _Columns.of(batch)
+    buffer = _output(columns.bound)
+    offsets = np.empty(batch.num_rows + 1, np.int64)
+    _write_canonical(
+        batch.num_rows,
+        _KINDS,
+        _KEYS,
+        _KEY_OFFSETS,
+        columns.valid,
+        columns.offsets,
+        columns.data,
+        columns.values,
+        columns.items_valid,
+        columns.items_offsets,
+        columns.items_data,
+        buffer,
+        offsets,
+        *_TABLES,
+    )
+    return buffer, offsets
+
+
+def fixed_hashes(column: pa.Array) -> np.ndarray:
+    """A fixed-size 32-byte binary column as a (rows, 32) array (nulls read as zero bytes)."""
+    if column.type != pa.binary(32):
+        column = column.cast(pa.binary(32))
+    rows = len(column)
+    data = column.buffers()[1]
+    if data is None:
+        return np.zeros((rows, 32), np.uint8)
+    flat = np.frombuffer(data, np.uint8)[column.offset * 32 : (column.offset + rows) * 32]
+    result = flat.reshape(rows, 32)
+    if column.null_count:
+        result = np.where(_validity(column)[:, None] == 1, result, 0).astype(np.uint8)
+    return result
+
+
+_OUTPUT = threading.local()
+
+
+def _output(size: int) -> np.ndarray:
+    """This thread's reusable output buffer: fresh pages cost more here than the writing."""
+    buffer: np.ndarray | None = getattr(_OUTPUT, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _OUTPUT.buffer = np.empty(max(size, 1 << 20), np.uint8)
+    return buffer
+
+
+def _validity(array: pa.Array) -> np.ndarray:
+    rows = len(array)
+    if array.null_count == 0:
+        return np.ones(rows, np.uint8)
+    bits = np.frombuffer(array.buffers()[0], np.uint8)
+    return np.unpackbits(bits, bitorder="little")[array.offset : array.offset + rows]
+
+
+def _strings(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (rebased to 0, int64) and bytes of a string array."""
+    if array.type != pa.string():
+        array = array.cast(pa.string())
+    _, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, np.int32)[array.offset : array.offset + len(array) + 1]
+    start = int(offsets[0]) if len(offsets) else 0
+    data = (
+        np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+    )
+    return offsets.astype(np.int64) - start, data[start : int(offsets[-1]) if len(offsets) else 0]
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """A batch's canonical fields as the flat arrays the compiled loop reads."""
+
+    valid: np.ndarray  # (fields, rows) uint8
+    offsets: np.ndarray  # (fields, rows + 1): into data (text, raw) or items (lists)
+    data: np.ndarray  # every text and raw column's bytes, one after another
+    values: np.ndarray  # (fields, rows) int64: times as µs, integers, booleans as 0/1
+    items_valid: np.ndarray
+    items_offsets: np.ndarray
+    items_data: np.ndarray
+    bound: int  # an upper bound of the output's size
+
+    @classmethod
+    def of(cls, batch: pa.RecordBatch) -> _Columns:
+        rows = batch.num_rows
+        fields = len(CANONICAL_FIELDS)
+        valid = np.empty((fields, rows), np.uint8)
+        offsets = np.zeros((fields, rows + 1), np.int64)
+        values = np.zeros((fields, rows), np.int64)
+        data: list[np.ndarray] = []
+        items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        data_size = items_count = items_size = 0
+        bound = rows * (3 + int(_KEY_OFFSETS[-1]) + fields * (_MAX_INT_DIGITS + _TIME_TEXT))
+        for index, (field, kind) in enumerate(zip(CANONICAL_FIELDS, _KINDS, strict=True)):
+            column = batch.column(field.name)
+            valid[index] = _validity(column)
+            if kind in (_TEXT, _RAW):
+                starts, text = _strings(column)
+                offsets[index] = starts + data_size
+                data.append(text)
+                data_size += len(text)
+                bound += _ESCAPE_WIDTH * len(text)
+            elif kind == _LIST:
+                list_offsets = np.frombuffer(column.buffers()[1], np.int32)
+                list_offsets = list_offsets[column.offset : column.offset + rows + 1]
+                child = column.values
+                first, last = int(list_offsets[0]), int(list_offsets[-1])
+                child = child.slice(first, last - first)
+                offsets[index] = list_offsets.astype(np.int64) - first + items_count
+                item_starts, item_text = _strings(child)
+                items.append((_validity(child), item_starts[:-1] + items_size, item_text))
+                items_count += len(child)
+                items_size += len(item_text)
+                bound += _ESCAPE_WIDTH * len(item_text) + 3 * len(child)
+            elif kind == _BOOL:
+                bits = np.frombuffer(column.buffers()[1], np.uint8)
+                values[index] = np.unpackbits(bits, bitorder="little")[
+                    column.offset : column.offset + rows
+                ]
+            else:
+                raw = np.frombuffer(column.buffers()[1], np.int64)
+                values[index] = raw[column.offset : column.offset + rows]
+        return cls(
+            valid,
+            offsets,
+            np.concatenate(data) if data else np.zeros(0, np.uint8),
+            values,
+            np.concatenate([v for v, _, _ in items]) if items else np.zeros(0, np.uint8),
+            np.concatenate([*(s for _, s, _ in items), np.array([items_size], np.int64)]),
+            np.concatenate([t for _, _, t in items]) if items else np.zeros(0, np.uint8),
+            bound,
+        )
+
+
+# -- the compiled loops ---------------------------------------------------------------------------
+# numba compiles these on first use and caches the machine code beside this file. Integer
+# division uses numpy's error model: no divisor here can be zero, so no check is needed.
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def _jit(function: _Function) -> _Function:
+    return cast(_Function, numba.njit(cache=True, error_model="numpy")(function))
+
+
+def _inline(function: _Function) -> _Function:
+    compiled = numba.njit(cache=True, error_model="numpy", inline="always")(function)
+    return cast(_Function, compiled)
+
+
+@_inline
+def _put_bytes(out: Any, at: int, source: Any, start: int, end: int) -> int:
+    for i in range(start, end):
+        out[at] = source[i]
+        at += 1
+    return at
+
+
+@_inline
+def _put_string(out: Any, at: int, data: Any, start: int, end: int, short: Any, hexd: Any) -> int:
+    out[at] = 34  # "
+    at += 1
+    for i in range(start, end):
+        byte = data[i]
+        if byte >= 0x20 and byte != 34 and byte != 92:  # noqa: PLR1714 - compiled as two compares
+            out[at] = byte
+            at += 1
+        elif byte >= 0x20:  # " or \
+            out[at] = 92
+            out[at + 1] = byte
+            at += 2
+        elif short[byte] != 0:
+            out[at] = 92
+            out[at + 1] = short[byte]
+            at += 2
+        else:
+            out[at] = 92
+            out[at + 1] = 117  # u
+            out[at + 2] = 48
+            out[at + 3] = 48
+            out[at + 4] = hexd[byte >> 4]
+            out[at + 5] = hexd[byte & 15]
+            at += 6
+    out[at] = 34
+    return at + 1
+
+
+@_inline
+def _put_int(out: Any, at: int, value: int) -> int:
+    if value < 0:
+        out[at] = 45  # -
+        at += 1
+        value = -value
+    digits = 1
+    probe = value
+    while probe >= 10:
+        probe //= 10
+        digits += 1
+    return _put_digits(out, at, value, digits)
+
+
+@_inline
+def _put_digits(out: Any, at: int, value: int, width: int) -> int:
+    for i in range(width):
+        out[at + width - 1 - i] = 48 + value % 10
+        value //= 10
+    return at + width
+
+
+@_inline
+def _put_time(out: Any, at: int, micros: int) -> int:
+    """``"YYYY-MM-DDTHH:MM:SS.ffffffZ"`` of a UTC time in µs since the epoch."""
+    seconds = micros // 1_000_000
+    fraction = micros - seconds * 1_000_000
+    days = seconds // 86400
+    second_of_day = seconds - days * 86400
+    # The proleptic Gregorian date of a day number (Howard Hinnant's civil_from_days).
+    shifted = days + 719468
+    era = (shifted if shifted >= 0 else shifted - 146096) // 146097
+    day_of_era = shifted - era * 146097
+    year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096
+    ) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    month_index = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * month_index + 2) // 5 + 1
+    month = month_index + 3 if month_index < 10 else month_index - 9
+    year = year_of_era + era * 400 + (1 if month <= 2 else 0)
+    out[at] = 34
+    at = _put_digits(out, at + 1, year, 4)
+    out[at] = 45  # -
+    at = _put_digits(out, at + 1, month, 2)
+    out[at] = 45
+    at = _put_digits(out, at + 1, day, 2)
+    out[at] = 84  # T
+    at = _put_digits(out, at + 1, second_of_day // 3600, 2)
+    out[at] = 58  # :
+    at = _put_digits(out, at + 1, second_of_day // 60 % 60, 2)
+    out[at] = 58
+    at = _put_digits(out, at + 1, second_of_day % 60, 2)
+    out[at] = 46  # .
+    at = _put_digits(out, at + 1, fraction, 6)
+    out[at] = 90  # Z
+    out[at + 1] = 34
+    return at + 2
+
+
+@_jit
+def _write_canonical(
+    rows: int,
+    kinds: Any,
+    keys: Any,
+    key_offsets: Any,
+    valid: Any,
+    offsets: Any,
+    data: Any,
+    values: Any,
+    items_valid: Any,
+    items_offsets: Any,
+    items_data: Any,
+    out: Any,
+    out_offsets: Any,
+    short: Any,
+    hexd: Any,
+    words: Any,
+) -> None:
+    """Write ``0x00 || canonical JSON`` of every row into ``out``; row i ends at offsets[i+1]."""
+    at = 0
+    for row in range(rows):
+        out_offsets[row] = at
+        out[at] = 0
+        out[at + 1] = 123  # {
+        at += 2
+        first = True
+        for field in range(len(kinds)):
+            if valid[field, row] == 0:
+                continue  # null means absent
+            if not first:
+                out[at] = 44  # ,
+                at += 1
+            first = False
+            at = _put_bytes(out, at, keys, key_offsets[field], key_offsets[field + 1])
+            kind = kinds[field]
+            start = offsets[field, row]
+            end = offsets[field, row + 1]
+            if kind == 0:  # _TEXT
+                at = _put_string(out, at, data, start, end, short, hexd)
+            elif kind == 1:  # _TIME
+                at = _put_time(out, at, values[field, row])
+            elif kind == 2:  # _INT
+                at = _put_int(out, at, values[field, row])
+            elif kind == 3:  # _BOOL
+                if values[field, row] != 0:
+                    at = _put_bytes(out, at, words, 0, 4)  # true
+                else:
+                    at = _put_bytes(out, at, words, 4, 9)  # false
+            elif kind == 4:  # _RAW
+                at = _put_bytes(out, at, data, start, end)
+            else:  # _LIST
+                out[at] = 91  # [
+                at += 1
+                for item in range(start, end):
+                    if item > start:
+                        out[at] = 44
+                        at += 1
+                    if items_valid[item] == 0:  # never written; a forged null still mismatches
+                        at = _put_bytes(out, at, words, 9, 13)  # null
+                    else:
+                        item_start = items_offsets[item]
+                        item_end = items_offsets[item + 1]
+                        at = _put_string(out, at, items_data, item_start, item_end, short, hexd)
+                out[at] = 93  # ]
+                at += 1
+        out[at] = 125  # }
+        at += 1
+    out_offsets[rows] = at
+
+
+@_jit
+def _hash_rows(
+    text: Any,
+    offsets: Any,
+    prev: Any,
+    leaves: Any,
+    chained: Any,
+    linked: bool,
+    context: int,
+    digest: int,
+    init: Any,
+    update: Any,
+    final: Any,
+) -> int:
+    """SHA-256 of each row's leaf input, then of its prev hash || that leaf, by OpenSSL.
+
+    ``prev`` holds each row's stored prev_hash, or (``linked``) only the hash before the first
+    row, each row then following the one before. Returns how many OpenSSL calls failed.
+    """
+    failed = 0
+    # Addresses as signed integers: numba would widen unsigned + signed arithmetic to floats.
+    text_at = np.int64(text.ctypes.data)
+    leaves_at = np.int64(leaves.ctypes.data)
+    chained_at = np.int64(chained.ctypes.data)
+    first_prev_at = np.int64(prev.ctypes.data)
+    for row in range(len(offsets) - 1):
+        if not linked:
+            prev_at = first_prev_at + 32 * row
+        elif row == 0:
+            prev_at = first_prev_at
+        else:
+            prev_at = chained_at + 32 * (row - 1)
+        ok = init(context, digest, 0)
+        ok &= update(context, text_at + offsets[row], offsets[row + 1] - offsets[row])
+        ok &= final(context, leaves_at + 32 * row, 0)
+        ok &= init(context, digest, 0)
+        ok &= update(context, prev_at, 32)
+        ok &= update(context, leaves_at + 32 * row, 32)
+        ok &= final(context, chained_at + 32 * row, 0)
+        if ok == 0:
+            failed += 1
+    return failed
+
+
+def _hash_with_openssl(
+    text: np.ndarray,
+    offsets: np.ndarray,
+    prev: np.ndarray,
+    leaves: np.ndarray,
+    hashes: np.ndarray,
+    chained: bool = False,
+) -> bool:
+    """Hash every row through OpenSSL's EVP interface; False when it cannot be used."""
+    openssl = _openssl()
+    if openssl is None:
+        return False
+    digest, new_context, free_context, init, update, final = openssl
+    context = new_context()  # one per call: callers may verify on several threads
+    if not context:
+        return False
+    try:
+        failed = _hash_rows(
+            text, offsets, prev, leaves, hashes, chained, context, digest, init, update, final
+        )
+    finally:
+        free_context(context)
+    return failed == 0
+
+
+def _hash_with_hashlib(
+    text: np.ndarray,
+    offsets: np.ndarray,
+    prev: np.ndarray,
+    leaves: np.ndarray,
+    hashes: np.ndarray,
+    chained: bool = False,
+) -> None:
+    view = text.data
+    sha256 = hashlib.sha256
+    before = prev.tobytes()[:32]
+    for row in range(len(offsets) - 1):
+        leaf = sha256(view[offsets[row] : offsets[row + 1]]).digest()
+        if not chained:
+            before = prev[row].tobytes()
+        before = sha256(before + leaf).digest()
+        leaves[row] = np.frombuffer(leaf, np.uint8)
+        hashes[row] = np.frombuffer(before, np.uint8)
+
+
+@functools.cache
+def _openssl() -> tuple[int, Any, Any, Any, Any, Any] | None:
+    """OpenSSL's SHA-256 and EVP digest functions, or None where the library is unavailable.
+
+    The library is the one hashlib uses on this system (``libcrypto``); only its stable EVP
+    interface is called.
+    """
+    name = ctypes.util.find_library("crypto")
+    if name is None:
+        return None
+    try:
+        library = ctypes.CDLL(name)
+        fetch = library.EVP_MD_fetch
+        new_context = library.EVP_MD_CTX_new
+        free_context = library.EVP_MD_CTX_free
+        init = library.EVP_DigestInit_ex
+        update = library.EVP_DigestUpdate
+        final = library.EVP_DigestFinal_ex
+    except (OSError, AttributeError):
+        return None
+    fetch.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+    fetch.restype = ctypes.c_void_p
+    new_context.argtypes = []
+    new_context.restype = ctypes.c_void_p
+    free_context.argtypes = [ctypes.c_void_p]
+    free_context.restype = None
+    init.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    init.restype = ctypes.c_int
+    update.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    update.restype = ctypes.c_int
+    final.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    final.restype = ctypes.c_int
+    digest = fetch(None, b"SHA256", None)
+    if not digest:
+        return None
+    return digest, new_context, free_context, init, update, final
