@@ -203,7 +203,7 @@ def _check_file(path: Path, input_format: str | None, batch_size: int) -> None:
         else:
             records, locations = chunk.records, chunk.locations
         try:
-            check_batch(records, locations, serialise=True)
+            check_batch(records, locations)
         except ValidationError as err:
             problems.extend(err.problems)
     if problems:

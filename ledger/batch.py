@@ -44,22 +44,18 @@ class CheckedBatch:
     """A valid batch in canonical form: its records and their client columns as Arrow."""
 
     records: Sequence[dict[str, Any]]
-    columns: pa.Table
-    attrs_is_text: bool  # records hold attrs as canonical text (normalised) rather than objects
-    attrs_texts: list[str | None]  # each record's attrs as canonical text, ready to embed
+    columns: pa.Table  # attrs as its canonical text
 
 
-def check_batch(
-    records: Sequence[object], locations: Sequence[str] | None = None, serialise: bool = False
-) -> CheckedBatch:
+def check_batch(records: Sequence[object], locations: Sequence[str] | None = None) -> CheckedBatch:
     """Validate a batch (all or nothing), raising ValidationError that names record and field.
 
     Arrow takes a few values JSON has no form for (bytes, str subclasses) and cannot tell a null
-    member from an absent one; the writer meets those when it serialises each event and then
-    normalises the batch. Callers that do not serialise pass ``serialise=True`` to check them here.
+    member from an absent one: one orjson pass over the batch finds those, and the record-by-record
+    validator then names or normalises them.
     """
     checked = _fast_check(records, attrs_is_text=False)
-    if checked is not None and serialise and not _serialisable(checked.records):
+    if checked is not None and not _serialisable(checked.records):
         checked = None
     if checked is not None:
         return checked
@@ -67,8 +63,7 @@ def check_batch(
 
 
 SERIALISE_OPTIONS = (
-    orjson.OPT_SORT_KEYS
-    | orjson.OPT_PASSTHROUGH_DATETIME
+    orjson.OPT_PASSTHROUGH_DATETIME
     | orjson.OPT_PASSTHROUGH_DATACLASS
     | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
@@ -134,7 +129,7 @@ def _fast_check(records: Sequence[object], attrs_is_text: bool) -> CheckedBatch 
     table = pa.table(
         [columns[f.name] for f in CLIENT_FIELDS], names=[f.name for f in CLIENT_FIELDS]
     )
-    return CheckedBatch(dicts, table, attrs_is_text, attrs_texts)
+    return CheckedBatch(dicts, table)
 
 
 def _attrs_text(attrs: object) -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,10 +129,9 @@ class WriteAheadLog:
         """Bytes in the WAL."""
         return self._length
 
-    def append(self, first_seq: int, lines: Sequence[bytes]) -> None:
-        """Write one frame and make it durable before returning."""
-        payload = b"\n".join(lines)
-        numbers = struct.pack("<QII", first_seq, len(lines), len(payload))
+    def append(self, first_seq: int, count: int, payload: bytes) -> None:
+        """Write one frame of ``count`` newline-joined events; durable before returning."""
+        numbers = struct.pack("<QII", first_seq, count, len(payload))
         crc = zlib.crc32(payload, zlib.crc32(numbers))
         header = _MAGIC + numbers + struct.pack("<I", crc)
         try:

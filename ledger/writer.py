@@ -8,28 +8,27 @@ recovery replays whatever the segments lack.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
 
-from .batch import SERIALISE_OPTIONS, CheckedBatch, check_batch, normalise
-from .canonical import format_micros
+from .batch import CheckedBatch, check_batch
 from .durable import fsync_dir, write_atomically
 from .errors import CorruptLedgerError, LedgerError, WriterBusyError
 from .hashing import ZERO_HASH
 from .idindex import IdIndex, id_keys
 from .idlookup import find_rows, index_path
 from .layout import WriterLayout, new_writer_id, scan_wal_files, table_from_lines, try_lock
+from .rebuild import chain
 from .receipts import Receipts
-from .schema import SEGMENT_SCHEMA
+from .schema import HASH_COLUMNS, SEGMENT_SCHEMA
 from .segments import SegmentFile, list_segments, read_rows, read_segment, write_segment
 from .wal import WriteAheadLog
 
@@ -189,15 +188,7 @@ class WriterLog:
     ) -> Receipts:
         """Validate (unless ``checked``) and durably append a batch; a receipt per record."""
         self._raise_flush_error()
-        checked = checked or check_batch(records, locations)
-        try:
-            return self._append_checked(checked)
-        except TypeError:
-            # orjson met a value Arrow accepted that JSON has no form for (bytes, str subclasses),
-            # or a null member: the record-by-record validator names or normalises it.
-            if checked.attrs_is_text:
-                raise
-            return self._append_checked(normalise(records, locations))
+        return self._append_checked(checked or check_batch(records, locations))
 
     def _append_checked(self, checked: CheckedBatch) -> Receipts:
         if self._wal is None:
@@ -206,32 +197,28 @@ class WriterLog:
         new_positions, stored = self._new_positions(event_ids)
         first_seq = self._next_seq
         observed_micros = time.time_ns() // 1000
-        lines, leaves, chained = _chain(
-            [checked.records[p] for p in new_positions],
-            [checked.attrs_texts[p] for p in new_positions],
-            {"writer_id": self.writer_id, "observed_time": format_micros(observed_micros)},
-            first_seq,
-            self._last_hash,
-            checked.attrs_is_text,
-        )
+        columns = checked.columns
+        if len(new_positions) != len(event_ids):
+            columns = columns.take(pa.array(new_positions, pa.int64()))
+        count = columns.num_rows
+        table = _assigned(columns, self.writer_id, first_seq, observed_micros)
+        chained = chain(table.combine_chunks().to_batches()[0], self._last_hash) if count else None
+        hashes = _digests(chained.hashes) if chained else []
         # Each record's receipt: its new place, or the place its event_id already had.
-        seqs = range(first_seq, first_seq + len(lines))
-        placed = dict(zip(new_positions, zip(seqs, chained, strict=True), strict=True))
+        seqs = range(first_seq, first_seq + count)
+        placed = dict(zip(new_positions, zip(seqs, hashes, strict=True), strict=True))
         known = {**stored, **{event_ids[p]: placed[p] for p in new_positions}}
         receipts = [placed.get(p) or known[event_ids[p]] for p in range(len(event_ids))]
-        if lines:
-            columns = checked.columns
-            if len(new_positions) != len(event_ids):
-                columns = columns.take(pa.array(new_positions, pa.int64()))
-            prev_hashes = [self._last_hash, *chained[:-1]]
-            table = _segment_table(
-                columns, self.writer_id, first_seq, observed_micros, (prev_hashes, leaves, chained)
+        if chained is not None:
+            prev_hashes = np.concatenate(
+                [np.frombuffer(self._last_hash, np.uint8)[None, :], chained.hashes[:-1]]
             )
-            self._wal.append(first_seq, lines)  # durable from here on: acknowledge
+            table = _with_hashes(table, (prev_hashes, chained.leaves, chained.hashes))
+            self._wal.append(first_seq, count, chained.lines)  # durable from here on: acknowledge
             new_ids = [event_ids[p] for p in new_positions]
-            self._stage(table, new_ids, range(first_seq, first_seq + len(lines)), chained)
-            self._last_hash = chained[-1]
-            self._next_seq = first_seq + len(lines)
+            self._stage(table, new_ids, seqs, hashes)
+            self._last_hash = hashes[-1]
+            self._next_seq = first_seq + count
             if self._pending_rows >= FLUSH_ROWS or self._wal.length >= FLUSH_WAL_BYTES:
                 self.flush(wait=False)
         return Receipts(
@@ -395,60 +382,33 @@ def _remove_segment(path: Path) -> None:
     index_path(path).unlink(missing_ok=True)
 
 
-def _chain(
-    records: Sequence[dict[str, Any]],
-    attrs_texts: Sequence[str | None],
-    assigned: dict[str, str],
-    first_seq: int,
-    prev: bytes,
-    attrs_is_text: bool,
-) -> tuple[list[bytes], list[bytes], list[bytes]]:
-    """Canonical bytes, leaf hashes and chained hashes of new events, in order.
-
-    ``attrs`` goes in as the canonical text the batch check already made, not serialised again.
-    """
-    lines: list[bytes] = []
-    leaves: list[bytes] = []
-    chained: list[bytes] = []
-    sha256 = hashlib.sha256
-    dumps = orjson.dumps
-    fragment = orjson.Fragment
-    for seq, (record, attrs) in enumerate(zip(records, attrs_texts, strict=True), first_seq):
-        row = {**record, **assigned, "seq": seq}
-        if attrs is not None:
-            row["attrs"] = fragment(attrs)
-        canonical = dumps(row, option=SERIALISE_OPTIONS)
-        if not attrs_is_text and b'":null' in canonical:
-            raise TypeError("a null member")  # nulls mean "absent": normalise the batch
-        leaf = sha256(b"\x00" + canonical).digest()
-        prev = sha256(prev + leaf).digest()
-        lines.append(canonical)
-        leaves.append(leaf)
-        chained.append(prev)
-    return lines, leaves, chained
+_ASSIGNED_NAMES = [n for n in SEGMENT_SCHEMA.names if n not in HASH_COLUMNS]
+_ASSIGNED_SCHEMA = pa.schema([SEGMENT_SCHEMA.field(n) for n in _ASSIGNED_NAMES])
 
 
-def _segment_table(
-    client: pa.Table,
-    writer_id: str,
-    first_seq: int,
-    observed_micros: int,
-    chain: tuple[Sequence[bytes], Sequence[bytes], Sequence[bytes]],
-) -> pa.Table:
-    """The segment rows of a batch's new events: client columns plus the ledger's own."""
+def _assigned(client: pa.Table, writer_id: str, first_seq: int, observed_micros: int) -> pa.Table:
+    """New events' client columns plus the ledger's own: every field the canonical bytes cover."""
     count = client.num_rows
-    prev_hashes, leaves, hashes = chain
     assigned = {
         "writer_id": pa.array([writer_id] * count, pa.string()),
         "seq": pa.array(range(first_seq, first_seq + count), pa.int64()),
         "observed_time": pa.array([observed_micros] * count, pa.int64()).cast(
             SEGMENT_SCHEMA.field("observed_time").type
         ),
-        "prev_hash": pa.array(prev_hashes, pa.binary(32)),
-        "leaf_hash": pa.array(leaves, pa.binary(32)),
-        "hash": pa.array(hashes, pa.binary(32)),
     }
-    columns = [
-        assigned[name] if name in assigned else client.column(name) for name in SEGMENT_SCHEMA.names
-    ]
-    return pa.Table.from_arrays(columns, schema=SEGMENT_SCHEMA)
+    columns = [assigned[n] if n in assigned else client.column(n) for n in _ASSIGNED_NAMES]
+    return pa.Table.from_arrays(columns, schema=_ASSIGNED_SCHEMA)
+
+
+def _with_hashes(table: pa.Table, hashes: tuple[np.ndarray, ...]) -> pa.Table:
+    """The segment rows: canonical columns plus prev_hash, leaf_hash and hash."""
+    for name, values in zip(HASH_COLUMNS, hashes, strict=True):
+        data = pa.py_buffer(np.ascontiguousarray(values).tobytes())
+        column = pa.Array.from_buffers(pa.binary(32), len(values), [None, data])
+        table = table.append_column(SEGMENT_SCHEMA.field(name), column)
+    return table
+
+
+def _digests(hashes: np.ndarray) -> list[bytes]:
+    flat = hashes.tobytes()
+    return [flat[i : i + 32] for i in range(0, len(flat), 32)]

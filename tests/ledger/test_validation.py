@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import rfc8785
 from design_schema import (
     BOOL_FIELDS,
     ENUMS,
@@ -39,7 +39,9 @@ from hypothesis import strategies as st
 from ledger import Ledger, Problem, ValidationError
 from ledger.batch import check_batch, normalise
 from ledger.events import validate_batch, validate_event
+from ledger.rebuild import canonical_texts
 from ledger.schema import CLIENT_FIELDS
+from ledger.writer import _assigned
 
 # -- the schema of DESIGN.md §2, written out independently of ledger/schema.py ---------------
 
@@ -711,7 +713,8 @@ def test_full_event_round_trips() -> None:
 
 def test_full_is_fast() -> None:
     """The rejection tests start from records the fast path accepts, so it must reject them."""
-    assert check_batch([FULL, VALID]).attrs_is_text is False
+    records = [FULL, VALID]
+    assert check_batch(records).records is records  # not the normalised copies of the slow path
 
 
 # -- bugs around non-plain Python values -----------------------------------------------------
@@ -886,16 +889,19 @@ def _expected_columns(events: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return columns
 
 
-def _hashed_bytes(record: Mapping[str, Any]) -> bytes:
-    """What the writer would hash for a fast-path record (nulls dropped, attrs as an object)."""
-    present = {k: v for k, v in record.items() if v is not None}
-    return orjson.dumps(present, option=orjson.OPT_SORT_KEYS)
+def _definition_bytes(event: Mapping[str, Any], seq: int) -> bytes:
+    """RFC 8785 bytes of a validated event as stored at ``seq`` by writer-1 (DESIGN.md §3)."""
+    present = {k: v for k, v in event.items() if v is not None}
+    assigned = {"writer_id": "writer-1", "seq": seq, "observed_time": OBSERVED}
+    if "attrs" not in present:
+        return bytes(rfc8785.dumps({**present, **assigned}))
+    # Validated events hold attrs as its canonical text (its integers may exceed what rfc8785
+    # accepts): splice it in where a placeholder no event can hold (a NUL) sorts.
+    text = bytes(rfc8785.dumps({**present, **assigned, "attrs": "\x00"}))
+    return text.replace(b'"\\u0000"', present["attrs"].encode())
 
 
-def _definition_bytes(event: Mapping[str, Any]) -> bytes:
-    """The same for the validator's event (attrs left out: compared separately, as text)."""
-    plain = {k: v for k, v in event.items() if k != "attrs"}
-    return orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
+OBSERVED = "2023-11-14T22:13:20.123456Z"
 
 
 def _assert_agree(records: list[Any]) -> None:
@@ -914,16 +920,11 @@ def _assert_agree(records: list[Any]) -> None:
     assert table.equals(normalise(records).columns)
     for field in TIME_FIELDS:
         assert table.schema.field(field).type == pa.timestamp("us", tz="UTC")
-    if not checked.attrs_is_text:
-        # The fast path hashes the caller's records as they are: they must already be canonical.
-        assert checked.records is records
-        for record, event in zip(records, events, strict=True):
-            assert _hashed_bytes({**record, "attrs": None}) == _definition_bytes(event)
-            if record.get("attrs") is not None:
-                assert (
-                    orjson.dumps(record["attrs"], option=orjson.OPT_SORT_KEYS).decode()
-                    == (event["attrs"])
-                )
+    # The writer hashes the canonical bytes of these columns: they must be the definition's.
+    stored = _assigned(table, "writer-1", 7, 1_700_000_000_123_456)
+    texts = canonical_texts(stored.combine_chunks().to_batches()[0]) if len(records) else []
+    for seq, (text, event) in enumerate(zip(texts, events, strict=True), 7):
+        assert text == b"\x00" + _definition_bytes(event, seq)
 
 
 @pytest.mark.parametrize(
@@ -956,9 +957,8 @@ def test_check_batch_rejects_bytes(field: str, tmp_path: Path) -> None:
     records = [{**VALID, field: value}]
     with pytest.raises(ValidationError):
         validate_batch(records)
-    # Without serialise, bytes are left for the writer, which meets them when it serialises.
     with pytest.raises(ValidationError):
-        check_batch(records, serialise=True)
+        check_batch(records)
     ledger = Ledger.init(tmp_path / "ledger")
     with pytest.raises(ValidationError) as caught:
         ledger.append(records)
