@@ -251,19 +251,26 @@ class _Columns:
 
 
 # -- the compiled loops ---------------------------------------------------------------------------
-# numba compiles these on first use and caches the machine code beside this file. Integer
-# division uses numpy's error model: no divisor here can be zero, so no check is needed.
+# numba compiles these on first use and caches the machine code beside this file (or in the user's
+# cache directory). Integer division uses numpy's error model: no divisor here can be zero.
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
+def _compiled(function: _Function, **options: Any) -> _Function:
+    try:
+        compiled = numba.njit(cache=True, error_model="numpy", **options)(function)
+    except RuntimeError:  # nowhere writable to cache: compile once per process instead
+        compiled = numba.njit(error_model="numpy", **options)(function)
+    return cast(_Function, compiled)
+
+
 def _jit(function: _Function) -> _Function:
-    return cast(_Function, numba.njit(cache=True, error_model="numpy")(function))
+    return _compiled(function)
 
 
 def _inline(function: _Function) -> _Function:
-    compiled = numba.njit(cache=True, error_model="numpy", inline="always")(function)
-    return cast(_Function, compiled)
+    return _compiled(function, inline="always")
 
 
 @_inline

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
+import textwrap
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -129,3 +132,34 @@ def test_a_sliced_batch_rebuilds_like_the_whole(tmp_path: Path) -> None:
     whole = canonical_texts(batch)
     assert canonical_texts(batch.slice(7, 20)) == whole[7:27]
     assert canonical_texts(batch.slice(0, 0)) == []
+
+
+def test_compiles_without_a_cache_where_nothing_is_writable(tmp_path: Path) -> None:
+    """numba refuses cache=True when no cache directory is writable: compile uncached instead."""
+    records = [{"event_id": "e1", "time": EDGE_TIMES[3], "agent_id": "a", "category": "llm"}]
+    records[0]["action"] = "llm.chat"
+    path = _stored_segment(tmp_path, records)
+    script = textwrap.dedent(
+        f"""
+        import numba
+        original = numba.njit
+
+        def refusing(*args, **options):
+            if options.get("cache"):
+                raise RuntimeError("cannot cache function: no locator available")
+            return original(*args, **options)
+
+        numba.njit = refusing
+        import pyarrow.parquet as pq
+        from ledger.rebuild import rebuild
+        batch = pq.read_table({str(path)!r}).to_batches()[0]
+        rebuilt = rebuild(batch)
+        assert rebuilt.leaves.tobytes() == batch.column("leaf_hash")[0].as_py()
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
