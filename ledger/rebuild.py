@@ -49,6 +49,8 @@ for _code, _letter in {0x08: "b", 0x09: "t", 0x0A: "n", 0x0C: "f", 0x0D: "r"}.it
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
 _WORDS = np.frombuffer(b"truefalsenull", np.uint8)
 _TABLES = (_SHORT_ESCAPES, _HEX_DIGITS, _WORDS)
+_INT64_MIN = -(2**63)
+_INT64_MIN_DIGITS = np.frombuffer(str(2**63).encode(), np.uint8)
 
 # The widest a value can be written, per byte of input and per value, to size the output.
 _MAX_INT_DIGITS = 20
@@ -58,10 +60,15 @@ _ESCAPE_WIDTH = len("\\u0000")
 
 @dataclass(frozen=True)
 class Rebuilt:
-    """Per row: the leaf hash of the rebuilt canonical bytes and SHA-256(stored prev_hash || it)."""
+    """Per row: the leaf hash of the rebuilt canonical bytes and SHA-256(stored prev_hash || it).
+
+    A row whose attrs text is not exactly one JSON object is ``malformed``: embedded as it is, such
+    text could stand in for other members of the event, so its hashes prove nothing.
+    """
 
     leaves: np.ndarray  # (rows, 32) uint8
     chained: np.ndarray  # (rows, 32) uint8
+    malformed: np.ndarray  # (rows,) bool
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,9 @@ def chain(batch: pa.RecordBatch, prev: bytes) -> Chained:
     ``verify`` rebuilds them with.
     """
     rows = batch.num_rows
-    buffer, offsets = _canonical(batch)
+    buffer, offsets, malformed = _canonical(batch)
+    if malformed.any():  # the writer's attrs text is its own canonical JSON: a bug, not input
+        raise ValueError(f"attrs of row {int(malformed.argmax())} is not one JSON object")
     leaves = np.empty((rows, 32), np.uint8)
     hashes = np.empty((rows, 32), np.uint8)
     start = np.frombuffer(prev, np.uint8).copy()
@@ -96,29 +105,31 @@ def chain(batch: pa.RecordBatch, prev: bytes) -> Chained:
 def rebuild(batch: pa.RecordBatch) -> Rebuilt:
     """Rebuild the leaf and chained hashes of a batch of segment rows from their columns."""
     rows = batch.num_rows
-    buffer, offsets = _canonical(batch)
+    buffer, offsets, malformed = _canonical(batch)
     prev = fixed_hashes(batch.column("prev_hash"))
     leaves = np.empty((rows, 32), np.uint8)
     chained = np.empty((rows, 32), np.uint8)
     if not _hash_with_openssl(buffer, offsets, prev, leaves, chained):
         _hash_with_hashlib(buffer, offsets, prev, leaves, chained)
-    return Rebuilt(leaves, chained)
+    return Rebuilt(leaves, chained, malformed)
 
 
 def canonical_texts(batch: pa.RecordBatch) -> list[bytes]:
     """Each row's rebuilt leaf input, ``0x00 || canonical bytes`` (for tests and diagnostics)."""
-    buffer, offsets = _canonical(batch)
+    buffer, offsets, _ = _canonical(batch)
     return [bytes(buffer[offsets[i] : offsets[i + 1]]) for i in range(batch.num_rows)]
 
 
-def _canonical(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-    """``0x00 || canonical bytes`` of every row, in a shared buffer, and where each row starts.
+def _canonical(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``0x00 || canonical bytes`` of every row in a shared buffer, where each row starts, and
+    which rows hold attrs text that is not exactly one JSON object.
 
     The buffer is reused by the next call on this thread.
     """
     columns = _Columns.of(batch)
     buffer = _output(columns.bound)
     offsets = np.empty(batch.num_rows + 1, np.int64)
+    malformed = np.zeros(batch.num_rows, np.uint8)
     _write_canonical(
         batch.num_rows,
         _KINDS,
@@ -134,8 +145,9 @@ def _canonical(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
         buffer,
         offsets,
         *_TABLES,
+        malformed,
     )
-    return buffer, offsets
+    return buffer, offsets, malformed.astype(bool)
 
 
 def fixed_hashes(column: pa.Array) -> np.ndarray:
@@ -229,7 +241,8 @@ class _Columns:
                 items.append((_validity(child), item_starts[:-1] + items_size, item_text))
                 items_count += len(child)
                 items_size += len(item_text)
-                bound += _ESCAPE_WIDTH * len(item_text) + 3 * len(child)
+                # An item is written quoted (2) or as null (4), and followed by a comma.
+                bound += _ESCAPE_WIDTH * len(item_text) + 5 * len(child)
             elif kind == _BOOL:
                 bits = np.frombuffer(column.buffers()[1], np.uint8)
                 values[index] = np.unpackbits(bits, bitorder="little")[
@@ -315,6 +328,8 @@ def _put_int(out: Any, at: int, value: int) -> int:
     if value < 0:
         out[at] = 45  # -
         at += 1
+        if value == _INT64_MIN:  # its negation overflows
+            return _put_bytes(out, at, _INT64_MIN_DIGITS, 0, len(_INT64_MIN_DIGITS))
         value = -value
     digits = 1
     probe = value
@@ -352,7 +367,9 @@ def _put_time(out: Any, at: int, micros: int) -> int:
     month = month_index + 3 if month_index < 10 else month_index - 9
     year = year_of_era + era * 400 + (1 if month <= 2 else 0)
     out[at] = 34
-    at = _put_digits(out, at + 1, year, 4)
+    # A year outside 0001..9999 is never stored (validation bounds it), so it is written in full:
+    # a time shifted by 10,000 years must not rebuild to the text that was hashed.
+    at = _put_digits(out, at + 1, year, 4) if 0 <= year <= 9999 else _put_int(out, at + 1, year)
     out[at] = 45  # -
     at = _put_digits(out, at + 1, month, 2)
     out[at] = 45
@@ -368,6 +385,38 @@ def _put_time(out: Any, at: int, micros: int) -> int:
     out[at] = 90  # Z
     out[at + 1] = 34
     return at + 2
+
+
+@_inline
+def _one_object(data: Any, start: int, end: int) -> bool:
+    """Whether raw JSON text is exactly one object: its first brace closes at its last byte.
+
+    Stored attrs text is embedded as it is, so text such as ``{"a":1},"bytes":5`` would stand in
+    for other members of the event; one balanced object cannot.
+    """
+    if end - start < 2 or data[start] != 123:  # {
+        return False
+    depth = 0
+    in_string = False
+    escaped = False
+    for i in range(start, end):
+        byte = data[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 92:  # backslash
+                escaped = True
+            elif byte == 34:
+                in_string = False
+        elif byte == 34:
+            in_string = True
+        elif byte == 123 or byte == 91:  # noqa: PLR1714 - compiled as two compares
+            depth += 1
+        elif byte == 125 or byte == 93:  # noqa: PLR1714 - compiled as two compares
+            depth -= 1
+            if depth == 0 and i != end - 1:
+                return False
+    return depth == 0 and not in_string
 
 
 @_jit
@@ -388,6 +437,7 @@ def _write_canonical(
     short: Any,
     hexd: Any,
     words: Any,
+    malformed: Any,
 ) -> None:
     """Write ``0x00 || canonical JSON`` of every row into ``out``; row i ends at offsets[i+1]."""
     at = 0
@@ -421,6 +471,8 @@ def _write_canonical(
                     at = _put_bytes(out, at, words, 4, 9)  # false
             elif kind == 4:  # _RAW
                 at = _put_bytes(out, at, data, start, end)
+                if not _one_object(data, start, end):
+                    malformed[row] = 1
             else:  # _LIST
                 out[at] = 91  # [
                 at += 1

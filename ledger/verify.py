@@ -366,6 +366,7 @@ def _check_batch(
         present &= pc.is_valid(batch.column(name)).to_numpy(zero_copy_only=False)
     hash_ok = (
         present
+        & ~rebuilt.malformed
         & (rebuilt.leaves == stored_leaves).all(axis=1)
         & (rebuilt.chained == hashes).all(axis=1)
     )

@@ -30,7 +30,7 @@ import ledger
 from ledger import Ledger, VerifyReport
 from ledger.canonical import canonical_event_bytes, canonical_json, parse_timestamp
 from ledger.hashing import chain_hash, leaf_hash
-from ledger.schema import HASH_COLUMNS, SEGMENT_SCHEMA
+from ledger.schema import CANONICAL_FIELDS, HASH_COLUMNS, REQUIRED_FIELDS, SEGMENT_SCHEMA
 from ledger.wal import scan_wal
 
 # The attacked writer log: three appends, one segment each (seqs 0..119, 120..219, 220..299).
@@ -198,6 +198,14 @@ def edit_cell(path: Path, column: str, row: int, change: Callable[[Any], Any]) -
     write_in_place(path, table.set_column(index, field, pa.array(values, field.type)))
 
 
+def edit_column(path: Path, column: str, change: Callable[[pa.Array], pa.Array]) -> None:
+    """Replace a whole column in place (for values Python's datetime cannot hold)."""
+    table = read(path)
+    index = table.schema.get_field_index(column)
+    changed = change(table.column(column).combine_chunks())
+    write_in_place(path, table.set_column(index, table.schema.field(index), changed))
+
+
 def canonical_bytes_of(row: dict[str, Any]) -> bytes:
     """The canonical bytes DESIGN.md §3 defines, rebuilt from one stored row (as a forger would)."""
     fields: dict[str, Any] = {}
@@ -285,6 +293,48 @@ def change_attrs(t: Target) -> Expected:
 
     edit_cell(t.segment(MIDDLE), "attrs", ROW, more_output_tokens)
     return expect("content-changed", file=t.segment(MIDDLE).name, seq=TARGET_SEQ)
+
+
+def shift_time_by_ten_thousand_years(t: Target) -> Expected:
+    """Queries would read year 12026: a rebuild printing years modulo 10,000 would not notice."""
+    ten_thousand_years = 3_652_425 * 86_400 * 10**6  # µs in 10,000 Gregorian years
+
+    def shifted(values: pa.Array) -> pa.Array:
+        micros = values.cast(pa.int64()).to_numpy().copy()
+        micros[ROW] += ten_thousand_years
+        return pa.array(micros).cast(values.type)
+
+    edit_column(t.segment(MIDDLE), "time", shifted)
+    return expect("content-changed", file=t.segment(MIDDLE).name, seq=TARGET_SEQ)
+
+
+def null_list_items(t: Target) -> Expected:
+    """A million null items: each is written as null, which the rebuild must make room for."""
+    edit_cell(t.segment(MIDDLE), "intent_scopes", ROW, lambda _: [None] * 1_000_000)
+    return expect("content-changed", file=t.segment(MIDDLE).name, seq=TARGET_SEQ)
+
+
+def attrs_absorbs_the_next_member(t: Target) -> Expected:
+    """attrs text that closes early and carries the next member, which is then erased.
+
+    The canonical bytes would be unchanged: attrs is embedded as its text, so verify must insist
+    the text is exactly one JSON object.
+    """
+    path = t.segment(MIDDLE)
+    listed = rows(read(path))
+    after_attrs = [f.name for f in CANONICAL_FIELDS if f.name > "attrs"]
+    row, name = next(
+        (index, name)
+        for index, stored in enumerate(listed)
+        if stored["attrs"] is not None
+        for name in [next(n for n in after_attrs if stored[n] is not None)]
+        if not isinstance(stored[name], datetime | list) and name not in REQUIRED_FIELDS
+    )
+    value = listed[row][name]
+    listed[row]["attrs"] += f',"{name}":{canonical_json(value).decode()}'
+    listed[row][name] = None
+    write_in_place(path, table_of(listed))
+    return expect("content-changed", file=path.name, seq=sum(BATCH_SIZES[:MIDDLE]) + row)
 
 
 def change_int(t: Target) -> Expected:
@@ -529,6 +579,9 @@ MUTATIONS = [
     change_bool,
     change_list,
     change_attrs,
+    shift_time_by_ten_thousand_years,
+    null_list_items,
+    attrs_absorbs_the_next_member,
     change_int,
     change_observed_time,
     change_writer_id,
