@@ -58,7 +58,12 @@ _DICTIONARY_COLUMNS = tuple(
     for field in SEGMENT_SCHEMA
     if field.name not in (*_DELTA_COLUMNS, *_DISTINCT_COLUMNS)
 )
-_COMPRESSION = {name: "none" if name in HASH_COLUMNS else "zstd" for name in SEGMENT_SCHEMA.names}
+_COMPRESSION = {
+    f"{field.name}.list.element" if pa.types.is_list(field.type) else field.name: (
+        "none" if field.name in HASH_COLUMNS else "zstd"
+    )
+    for field in SEGMENT_SCHEMA
+}
 
 
 @dataclass(frozen=True)
