@@ -171,11 +171,10 @@ def _columns_valid(columns: dict[str, pa.Array]) -> bool:
     for field in CLIENT_FIELDS:
         if field.kind is Kind.ATTRS:
             continue
-        column = columns[field.name]
-        if field.required and column.null_count:
+        present = columns[field.name]  # nulls stay: every check below skips them
+        if field.required and present.null_count:
             return False
-        present = column.drop_null() if column.null_count else column
-        if len(present) == 0:
+        if present.null_count == len(present):
             continue
         if field.kind in _TEXT_KINDS:
             texts.append(present)
@@ -221,7 +220,8 @@ def _kind_valid(kind: Kind, name: str, hex_length: int, values: pa.Array) -> boo
     if kind is Kind.ACTION:
         return bool(pc.all(pc.match_substring_regex(values, _ACTION)).as_py())
     if kind is Kind.ENUM:
-        return bool(pc.all(pc.is_in(values, value_set=_ENUM_SETS[name])).as_py())
+        known = pc.is_in(values, value_set=_ENUM_SETS[name])  # false, not null, for a null
+        return bool(pc.all(pc.or_(known, pc.is_null(values))).as_py())
     if kind is Kind.HEX:
         return bool(pc.all(pc.match_substring_regex(values, f"^[0-9a-f]{{{hex_length}}}$")).as_py())
     if kind is Kind.TIME:
