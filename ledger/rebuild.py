@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import functools
 import hashlib
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -582,14 +583,29 @@ def _hash_with_hashlib(
         hashes[row] = np.frombuffer(before, np.uint8)
 
 
+def _hashlib_libcrypto() -> str | None:
+    """The path of the libcrypto that hashlib's OpenSSL module loaded, on Linux."""
+    import _hashlib  # noqa: F401 - loads hashlib's libcrypto into this process
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                path = line.rsplit(None, 1)[-1]
+                if path.startswith("/") and os.path.basename(path).startswith("libcrypto."):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
 @functools.cache
 def _openssl() -> tuple[int, Any, Any, Any, Any, Any] | None:
     """OpenSSL's SHA-256 and EVP digest functions, or None where the library is unavailable.
 
-    The library is the one hashlib uses on this system (``libcrypto``); only its stable EVP
-    interface is called.
+    The library is the one hashlib has loaded where that can be seen, else the system's
+    ``libcrypto``; only its stable EVP interface (OpenSSL 3) is called.
     """
-    name = ctypes.util.find_library("crypto")
+    name = _hashlib_libcrypto() or ctypes.util.find_library("crypto")
     if name is None:
         return None
     try:
