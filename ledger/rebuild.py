@@ -357,7 +357,7 @@ def _put_time(out: Any, at: int, micros: int) -> int:
     second_of_day = seconds - days * 86400
     # The proleptic Gregorian date of a day number (Howard Hinnant's civil_from_days).
     shifted = days + 719468
-    era = (shifted if shifted >= 0 else shifted - 146096) // 146097
+    era = shifted // 146097  # floor division: the C original adjusts for truncation instead
     day_of_era = shifted - era * 146097
     year_of_era = (
         day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096

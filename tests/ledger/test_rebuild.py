@@ -163,3 +163,42 @@ def test_compiles_without_a_cache_where_nothing_is_writable(tmp_path: Path) -> N
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def _one_stored_batch(tmp_path: Path) -> pa.RecordBatch:
+    record = {"event_id": "e1", "time": "2026-11-26T00:00:00Z", "agent_id": "a", "category": "llm"}
+    record |= {"action": "llm.chat", "attrs": {"k": 1}}
+    return pq.read_table(_stored_segment(tmp_path, [record])).to_batches()[0]
+
+
+@pytest.mark.parametrize(
+    ("attrs", "malformed"),
+    [
+        ('{"k":1}', False),
+        ("{}", False),
+        ('{"a":"}{","b":[1,{"c":"\\"}"}]}', False),  # braces and quotes inside strings
+        ('{"k":1},"bytes":5', True),  # closes early: the rest would read as event members
+        ('{"k":1}}', True),
+        ('{"k":1', True),
+        ("[1]", True),
+        ('"text"', True),
+        ("", True),
+    ],
+)
+def test_attrs_must_be_exactly_one_json_object(tmp_path: Path, attrs: str, malformed: bool) -> None:
+    batch = _one_stored_batch(tmp_path)
+    index = batch.schema.get_field_index("attrs")
+    forged = batch.set_column(index, batch.schema.field(index), pa.array([attrs]))
+    assert rebuild.rebuild(forged).malformed.tolist() == [malformed]
+
+
+def test_times_outside_years_1_to_9999_are_written_in_full(tmp_path: Path) -> None:
+    batch = _one_stored_batch(tmp_path)
+    index = batch.schema.get_field_index("time")
+    ten_thousand_years = 3_652_425 * 86_400 * 10**6
+    for shift, year in ((ten_thousand_years, b"12026"), (-3 * ten_thousand_years, b"-27974")):
+        micros = batch.column("time").cast(pa.int64()).to_numpy() + shift
+        shifted = pa.array(micros).cast(batch.schema.field(index).type)
+        forged = batch.set_column(index, batch.schema.field(index), shifted)
+        [text] = canonical_texts(forged)
+        assert b'"time":"' + year + b"-11-26T00:00:00.000000Z" in text
