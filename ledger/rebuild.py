@@ -25,6 +25,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from .hashing import chain_hash
 from .schema import CANONICAL_FIELDS, Kind
 
 __all__ = ["Chained", "Rebuilt", "canonical_texts", "chain", "fixed_hashes", "rebuild"]
@@ -94,8 +95,7 @@ def chain(batch: pa.RecordBatch, prev: bytes) -> Chained:
     leaves = np.empty((rows, 32), np.uint8)
     hashes = np.empty((rows, 32), np.uint8)
     start = np.frombuffer(prev, np.uint8).copy()
-    if not _hash_with_openssl(buffer, offsets, start, leaves, hashes, chained=True):
-        _hash_with_hashlib(buffer, offsets, start, leaves, hashes, chained=True)
+    _hash(buffer, offsets, start, leaves, hashes, linked=True)
     # Rows are 0x00 || canonical: the WAL wants the canonical bytes one per line. No canonical
     # text holds a raw 0x00 (JSON escapes control characters), so the prefixes become newlines.
     text = buffer[: offsets[rows]].copy()
@@ -110,8 +110,7 @@ def rebuild(batch: pa.RecordBatch) -> Rebuilt:
     prev = fixed_hashes(batch.column("prev_hash"))
     leaves = np.empty((rows, 32), np.uint8)
     chained = np.empty((rows, 32), np.uint8)
-    if not _hash_with_openssl(buffer, offsets, prev, leaves, chained):
-        _hash_with_hashlib(buffer, offsets, prev, leaves, chained)
+    _hash(buffer, offsets, prev, leaves, chained, linked=False)
     return Rebuilt(leaves, chained, malformed)
 
 
@@ -538,13 +537,32 @@ def _hash_rows(
     return failed
 
 
+def _hash(
+    text: np.ndarray,
+    offsets: np.ndarray,
+    prev: np.ndarray,
+    leaves: np.ndarray,
+    hashes: np.ndarray,
+    linked: bool,
+) -> None:
+    """Each row's leaf hash and chained hash (see ``_hash_rows``), by OpenSSL or else hashlib."""
+    if not _hash_with_openssl(text, offsets, prev, leaves, hashes, linked):
+        view = text.data
+        before = prev.tobytes()[:32]
+        for row in range(len(offsets) - 1):
+            leaf = hashlib.sha256(view[offsets[row] : offsets[row + 1]]).digest()  # 0x00 included
+            before = chain_hash(before if linked else prev[row].tobytes(), leaf)
+            leaves[row] = np.frombuffer(leaf, np.uint8)
+            hashes[row] = np.frombuffer(before, np.uint8)
+
+
 def _hash_with_openssl(
     text: np.ndarray,
     offsets: np.ndarray,
     prev: np.ndarray,
     leaves: np.ndarray,
     hashes: np.ndarray,
-    chained: bool = False,
+    linked: bool,
 ) -> bool:
     """Hash every row through OpenSSL's EVP interface; False when it cannot be used."""
     openssl = _openssl()
@@ -556,31 +574,11 @@ def _hash_with_openssl(
         return False
     try:
         failed = _hash_rows(
-            text, offsets, prev, leaves, hashes, chained, context, digest, init, update, final
+            text, offsets, prev, leaves, hashes, linked, context, digest, init, update, final
         )
     finally:
         free_context(context)
     return failed == 0
-
-
-def _hash_with_hashlib(
-    text: np.ndarray,
-    offsets: np.ndarray,
-    prev: np.ndarray,
-    leaves: np.ndarray,
-    hashes: np.ndarray,
-    chained: bool = False,
-) -> None:
-    view = text.data
-    sha256 = hashlib.sha256
-    before = prev.tobytes()[:32]
-    for row in range(len(offsets) - 1):
-        leaf = sha256(view[offsets[row] : offsets[row + 1]]).digest()
-        if not chained:
-            before = prev[row].tobytes()
-        before = sha256(before + leaf).digest()
-        leaves[row] = np.frombuffer(leaf, np.uint8)
-        hashes[row] = np.frombuffer(before, np.uint8)
 
 
 def _hashlib_libcrypto() -> str | None:
