@@ -69,6 +69,10 @@ LedgerOption = Annotated[
 FormatOption = Annotated[
     str, typer.Option("--format", "-f", help="Output: table, json, jsonl or csv.")
 ]
+TimeoutOption = Annotated[float, typer.Option(help="Seconds before the query is interrupted.")]
+AsOfOption = Annotated[
+    int | None, typer.Option("--as-of", help="Answer as of signed ledger checkpoint N.")
+]
 
 T = TypeVar("T")
 
@@ -267,10 +271,8 @@ def sql(
         str, typer.Option(help="SQL dialect of QUERY (spark, postgres, ...).")
     ] = "duckdb",
     max_rows: Annotated[int, typer.Option(help="Row limit; truncation is reported.")] = 100_000,
-    timeout: Annotated[float, typer.Option(help="Seconds before the query is interrupted.")] = 60.0,
-    as_of: Annotated[
-        int | None, typer.Option("--as-of", help="Answer as of signed ledger checkpoint N.")
-    ] = None,
+    timeout: TimeoutOption = 60.0,
+    as_of: AsOfOption = None,
 ) -> None:
     """Answer a read-only SQL query over the ledger's views (events, findings, writers, ...)."""
     _check_format(format, TABLE_FORMATS)
@@ -327,10 +329,8 @@ def eql(
         ),
     ] = DEFAULT_SIZE,
     max_samples_per_key: Annotated[int, typer.Option(help="Samples per join key.")] = 1,
-    timeout: Annotated[float, typer.Option(help="Seconds before the query is interrupted.")] = 60.0,
-    as_of: Annotated[
-        int | None, typer.Option("--as-of", help="Answer as of signed ledger checkpoint N.")
-    ] = None,
+    timeout: TimeoutOption = 60.0,
+    as_of: AsOfOption = None,
 ) -> None:
     """Answer an EQL query (docs/eql.md) over the ledger's events, or over a file with --input."""
     _check_format(format, EQL_FORMATS)
