@@ -28,7 +28,6 @@ from .checkpoints import CheckpointStore
 from .hashing import ZERO_HASH, chain_hash, leaf_hash
 from .layout import WriterLayout, read_head, scan_wal_files, segments_in_force, try_lock
 from .note import Verifier
-from .rebuild import fixed_hashes, rebuild
 from .report import IntegrityProblem, VerifyReport, WriterSummary
 from .schema import SEGMENT_SCHEMA
 from .segments import SegmentFile, hash_at
@@ -354,6 +353,9 @@ def _check_batch(
     batch: pa.RecordBatch, first_seq: int, writer_id: str, state: _SegmentState
 ) -> None:
     """Check a batch's rows: rebuilt hashes, seq, writer and the link to the row before."""
+    # Imported here: numba's import (~0.1 s) is only for commands that write or verify.
+    from .rebuild import fixed_hashes, rebuild
+
     rows = batch.num_rows
     if rows == 0:
         return

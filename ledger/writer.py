@@ -26,7 +26,6 @@ from .hashing import ZERO_HASH
 from .idindex import IdIndex, id_keys
 from .idlookup import find_rows, index_path
 from .layout import WriterLayout, new_writer_id, scan_wal_files, table_from_lines, try_lock
-from .rebuild import chain
 from .receipts import Receipts
 from .schema import HASH_COLUMNS, SEGMENT_SCHEMA
 from .segments import SegmentFile, list_segments, read_rows, read_segment, write_segment
@@ -201,6 +200,9 @@ class WriterLog:
         if len(new_positions) != len(event_ids):
             columns = columns.take(pa.array(new_positions, pa.int64()))
         count = columns.num_rows
+        # Imported here: numba's import (~0.1 s) is only for commands that write or verify.
+        from .rebuild import chain
+
         table = _assigned(columns, self.writer_id, first_seq, observed_micros)
         chained = chain(table.combine_chunks().to_batches()[0], self._last_hash) if count else None
         hashes = _digests(chained.hashes) if chained else []
