@@ -271,10 +271,19 @@ def check_segment(
     if not schema.remove_metadata().equals(SEGMENT_SCHEMA):
         return SegmentCheck(0, None, None, (), "schema-changed", _schema_difference(schema))
     state = _SegmentState()
+    statistics = ""
     try:
         parquet = pq.ParquetFile(path)
-        for batch in parquet.iter_batches(_BATCH_ROWS, use_threads=False):
-            _check_batch(batch, first_seq, writer_id, state)
+        # Row group by row group, so the footer statistics are checked against the columns
+        # already read rather than by reading them again.
+        for group in range(parquet.metadata.num_row_groups):
+            chunks = _chunks_with_statistics(parquet.metadata.row_group(group))
+            read: dict[str, list[pa.Array]] = {_column_of(c): [] for c in chunks}
+            for batch in parquet.iter_batches(_BATCH_ROWS, row_groups=[group], use_threads=False):
+                _check_batch(batch, first_seq, writer_id, state)
+                for name, arrays in read.items():
+                    arrays.append(batch.column(name))
+            statistics = statistics or _forged_statistics(group, chunks, read)
     except (OSError, pa.ArrowException, TypeError, ValueError) as err:
         message = f"cannot be read: {err}"
         return SegmentCheck(state.rows, None, None, (), "unreadable-segment", message)
@@ -284,38 +293,41 @@ def check_segment(
         state.previous,
         tuple(state.failing),
         leaves=b"".join(state.leaves) if return_leaves else b"",
-        statistics=_forged_statistics(path),
+        statistics=statistics,
     )
 
 
 _BATCH_ROWS = 8192
 
 
-def _forged_statistics(path: str) -> str:
-    """What is wrong with the footer statistics, if they do not describe the rows they cover.
+def _chunks_with_statistics(group: pq.RowGroupMetaData) -> list[pq.ColumnChunkMetaData]:
+    chunks = [group.column(i) for i in range(group.num_columns)]
+    return [c for c in chunks if c.statistics is not None]
+
+
+def _column_of(chunk: pq.ColumnChunkMetaData) -> str:
+    """The top-level column a chunk belongs to (a list's leaf is ``name.list.element``)."""
+    name: str = chunk.path_in_schema.split(".")[0]
+    return name
+
+
+def _forged_statistics(
+    group: int, chunks: list[pq.ColumnChunkMetaData], read: dict[str, list[pa.Array]]
+) -> str:
+    """What is wrong with a row group's footer statistics, if they do not describe its rows.
 
     Readers skip row groups by these statistics, so a forged minimum or maximum would hide rows
-    from queries. Statistics that bound their rows are harmless, wherever they are; only the
-    columns that carry statistics are read (segments written here carry few).
+    from queries. Statistics that bound their rows are harmless, wherever they are.
     """
-    parquet = pq.ParquetFile(path)
-    metadata = parquet.metadata
-    for group_index in range(metadata.num_row_groups):
-        group = metadata.row_group(group_index)
-        chunks = [group.column(i) for i in range(group.num_columns)]
-        with_statistics = [c for c in chunks if c.statistics is not None]
-        names = sorted({c.path_in_schema.split(".")[0] for c in with_statistics})
-        if not names:
-            continue
-        table = parquet.read_row_group(group_index, columns=names)
-        for chunk in with_statistics:
-            values = table.column(chunk.path_in_schema.split(".")[0])
-            nested = pa.types.is_list(values.type)
-            if nested:
-                values = pc.list_flatten(values)
-            problem = _statistics_problem(chunk.statistics, values, count_nulls=not nested)
-            if problem:
-                return f"row group {group_index}, column {chunk.path_in_schema}: {problem}"
+    for chunk in chunks:
+        name = _column_of(chunk)
+        values = pa.chunked_array(read[name], SEGMENT_SCHEMA.field(name).type)
+        nested = pa.types.is_list(values.type)
+        if nested:
+            values = pc.list_flatten(values)
+        problem = _statistics_problem(chunk.statistics, values, count_nulls=not nested)
+        if problem:
+            return f"row group {group}, column {chunk.path_in_schema}: {problem}"
     return ""
 
 
