@@ -11,6 +11,19 @@ from ledger.canonical import canonical_event_bytes, parse_timestamp
 from sample_data import SimulationConfig, iter_events
 
 
+def tool_event(i: int, **fields: Any) -> dict[str, Any]:
+    """A minimal valid event, number ``i``, with ``fields`` added or replaced."""
+    record: dict[str, Any] = {
+        "event_id": f"evt-{i:04d}",
+        "time": f"2026-03-01T10:{i // 60 % 60:02d}:{i % 60:02d}Z",
+        "agent_id": f"agent-{i % 3}",
+        "category": "tool",
+        "action": "tool.call",
+    }
+    record.update(fields)
+    return record
+
+
 def unique_events(count: int, seed: int) -> list[dict[str, Any]]:
     """Simulated agent activity, client retries (repeated event_ids) left out."""
     seen: set[str] = set()

@@ -20,23 +20,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from ledger_helpers import tool_event
 
 from ledger import InputFormatError
 from ledger.batch import check_batch
 from ledger.inputs import FORMATS, Chunk, detect_format, read_chunks, spool_stdin
-
-
-def event(i: int, **fields: Any) -> dict[str, Any]:
-    """A minimal valid event."""
-    record: dict[str, Any] = {
-        "event_id": f"evt-{i:04d}",
-        "time": f"2026-03-01T10:{i // 60 % 60:02d}:{i % 60:02d}Z",
-        "agent_id": f"agent-{i % 3}",
-        "category": "tool",
-        "action": "tool.call",
-    }
-    record.update(fields)
-    return record
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -82,18 +70,18 @@ def test_detect_format_sniffs_files_without_a_known_suffix(tmp_path: Path) -> No
     array = tmp_path / "dump.txt"
     array.write_text('  \n [{"event_id": "a"}]', encoding="utf-8")
     lines = tmp_path / "dump.log"
-    write_lines(lines, [json.dumps(event(1))])
+    write_lines(lines, [json.dumps(tool_event(1))])
     bare = tmp_path / "events"
-    write_lines(bare, [json.dumps(event(1))])
+    write_lines(bare, [json.dumps(tool_event(1))])
     zipped = tmp_path / "events.gz"
     with gzip.open(zipped, "wt", encoding="utf-8") as out:
-        out.write(json.dumps([event(1), event(2)]))
+        out.write(json.dumps([tool_event(1), tool_event(2)]))
     assert detect_format(array) == "json"
     assert detect_format(lines) == "jsonl"
     assert detect_format(bare) == "jsonl"
     assert detect_format(zipped) == "json"
     records, locations = flatten(read_all(zipped))
-    assert records == [event(1), event(2)]
+    assert records == [tool_event(1), tool_event(2)]
     assert locations == ["item 0", "item 1"]
 
 
@@ -102,7 +90,7 @@ def test_formats_are_the_documented_four() -> None:
 
 
 def test_unknown_format_is_an_input_format_error(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "events.jsonl", [json.dumps(event(1))])
+    path = write_lines(tmp_path / "events.jsonl", [json.dumps(tool_event(1))])
     with pytest.raises(InputFormatError, match="unknown input format 'xml'") as caught:
         read_all(path, "xml")
     for name in FORMATS:
@@ -111,9 +99,9 @@ def test_unknown_format_is_an_input_format_error(tmp_path: Path) -> None:
 
 def test_explicit_format_overrides_the_file_name(tmp_path: Path) -> None:
     path = tmp_path / "events.txt"
-    path.write_text(json.dumps([event(1)]), encoding="utf-8")
+    path.write_text(json.dumps([tool_event(1)]), encoding="utf-8")
     records, locations = flatten(read_all(path, "json"))
-    assert records == [event(1)]
+    assert records == [tool_event(1)]
     assert locations == ["item 0"]
 
 
@@ -121,7 +109,7 @@ def test_explicit_format_overrides_the_file_name(tmp_path: Path) -> None:
 
 
 def test_jsonl_chunks_with_line_locations(tmp_path: Path) -> None:
-    events = [event(i) for i in range(25)]
+    events = [tool_event(i) for i in range(25)]
     path = write_lines(tmp_path / "events.jsonl", [json.dumps(e) for e in events])
     chunks = read_all(path, chunk_size=10)
     assert [len(c.records) for c in chunks] == [10, 10, 5]
@@ -134,24 +122,24 @@ def test_jsonl_chunks_with_line_locations(tmp_path: Path) -> None:
 
 
 def test_jsonl_exact_multiple_of_chunk_size_has_no_empty_chunk(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "events.jsonl", [json.dumps(event(i)) for i in range(20)])
+    path = write_lines(tmp_path / "events.jsonl", [json.dumps(tool_event(i)) for i in range(20)])
     chunks = read_all(path, chunk_size=10)
     assert [len(c.records) for c in chunks] == [10, 10]
 
 
 def test_jsonl_blank_lines_are_skipped_but_line_numbers_kept(tmp_path: Path) -> None:
-    lines = ["", json.dumps(event(1)), "   ", "\t", json.dumps(event(2)), ""]
+    lines = ["", json.dumps(tool_event(1)), "   ", "\t", json.dumps(tool_event(2)), ""]
     path = write_lines(tmp_path / "events.jsonl", lines)
     records, locations = flatten(read_all(path))
-    assert records == [event(1), event(2)]
+    assert records == [tool_event(1), tool_event(2)]
     assert locations == ["line 2", "line 5"]
 
 
 def test_jsonl_crlf_line_endings(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    path.write_bytes(f"{json.dumps(event(1))}\r\n\r\n{json.dumps(event(2))}\r\n".encode())
+    path.write_bytes(f"{json.dumps(tool_event(1))}\r\n\r\n{json.dumps(tool_event(2))}\r\n".encode())
     records, locations = flatten(read_all(path))
-    assert records == [event(1), event(2)]
+    assert records == [tool_event(1), tool_event(2)]
     assert locations == ["line 1", "line 3"]
 
 
@@ -163,15 +151,15 @@ def test_jsonl_empty_file_yields_nothing(tmp_path: Path) -> None:
 
 def test_jsonl_unreadable_lines_are_reported_in_place_not_skipped(tmp_path: Path) -> None:
     lines = [
-        json.dumps(event(0)),
+        json.dumps(tool_event(0)),
         "{not json",
-        json.dumps(event(2)),
+        json.dumps(tool_event(2)),
         "",
         '{"event_id": "x", "time": ',  # truncated
     ]
     path = write_lines(tmp_path / "events.jsonl", lines)
     (chunk,) = read_all(path)
-    assert chunk.records == [event(0), None, event(2), None]
+    assert chunk.records == [tool_event(0), None, tool_event(2), None]
     assert chunk.locations == ["line 1", "line 2", "line 3", "line 5"]
     assert [(p.index, p.location) for p in chunk.unreadable] == [(1, "line 2"), (3, "line 5")]
     for problem in chunk.unreadable:
@@ -180,7 +168,7 @@ def test_jsonl_unreadable_lines_are_reported_in_place_not_skipped(tmp_path: Path
 
 
 def test_jsonl_unreadable_line_in_a_later_chunk_keeps_its_global_index(tmp_path: Path) -> None:
-    lines = [json.dumps(event(i)) for i in range(7)]
+    lines = [json.dumps(tool_event(i)) for i in range(7)]
     lines[5] = "][ nope"
     path = write_lines(tmp_path / "events.jsonl", lines)
     chunks = read_all(path, chunk_size=3)
@@ -194,15 +182,15 @@ def test_jsonl_unreadable_line_in_a_later_chunk_keeps_its_global_index(tmp_path:
 
 def test_jsonl_invalid_utf8_is_an_unreadable_line(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    good = json.dumps(event(1)).encode()
+    good = json.dumps(tool_event(1)).encode()
     path.write_bytes(good + b"\n" + b'{"event_id": "\xff\xfe"}\n')
     (chunk,) = read_all(path)
-    assert chunk.records == [event(1), None]
+    assert chunk.records == [tool_event(1), None]
     assert [p.location for p in chunk.unreadable] == ["line 2"]
 
 
 def test_jsonl_gz(tmp_path: Path) -> None:
-    events = [event(i, attrs={"model": "m", "n": i}) for i in range(5)]
+    events = [tool_event(i, attrs={"model": "m", "n": i}) for i in range(5)]
     path = tmp_path / "events.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as out:
         out.write("\n".join(json.dumps(e) for e in events) + "\n")
@@ -238,7 +226,7 @@ def test_missing_file_without_known_suffix_is_an_input_format_error(
 
 
 def test_json_array_chunks_with_item_locations(tmp_path: Path) -> None:
-    events = [event(i) for i in range(7)]
+    events = [tool_event(i) for i in range(7)]
     path = tmp_path / "events.json"
     path.write_text(json.dumps(events, indent=2), encoding="utf-8")
     chunks = read_all(path, chunk_size=3)
@@ -251,17 +239,17 @@ def test_json_array_chunks_with_item_locations(tmp_path: Path) -> None:
 
 def test_json_single_object_is_one_item(tmp_path: Path) -> None:
     path = tmp_path / "event.json"
-    path.write_text(json.dumps(event(1)), encoding="utf-8")
+    path.write_text(json.dumps(tool_event(1)), encoding="utf-8")
     records, locations = flatten(read_all(path))
-    assert records == [event(1)]
+    assert records == [tool_event(1)]
     assert locations == ["item 0"]
 
 
 def test_json_array_items_that_are_not_objects_reach_the_validator(tmp_path: Path) -> None:
     path = tmp_path / "events.json"
-    path.write_text(json.dumps([event(0), 5, "text"]), encoding="utf-8")
+    path.write_text(json.dumps([tool_event(0), 5, "text"]), encoding="utf-8")
     (chunk,) = read_all(path)
-    assert chunk.records == [event(0), 5, "text"]
+    assert chunk.records == [tool_event(0), 5, "text"]
     assert chunk.locations == ["item 0", "item 1", "item 2"]
 
 
@@ -517,7 +505,7 @@ def test_parquet_chunks_with_row_locations(tmp_path: Path) -> None:
 
 def test_not_a_parquet_file_is_an_input_format_error(tmp_path: Path) -> None:
     path = tmp_path / "events.parquet"
-    path.write_text(json.dumps(event(1)), encoding="utf-8")
+    path.write_text(json.dumps(tool_event(1)), encoding="utf-8")
     with pytest.raises(InputFormatError, match="Parquet"):
         read_all(path)
 
@@ -546,13 +534,13 @@ def test_parquet_nanosecond_times_are_read_or_refused_cleanly(tmp_path: Path) ->
 
 
 def test_spool_stdin_copies_bytes_to_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    payload = (json.dumps(event(1)) + "\n" + json.dumps(event(2)) + "\n").encode()
+    payload = (json.dumps(tool_event(1)) + "\n" + json.dumps(tool_event(2)) + "\n").encode()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(payload)))
     path = spool_stdin()
     try:
         assert path.read_bytes() == payload
         records, locations = flatten(read_all(path))
-        assert records == [event(1), event(2)]
+        assert records == [tool_event(1), tool_event(2)]
         assert locations == ["line 1", "line 2"]
     finally:
         path.unlink()

@@ -7,23 +7,15 @@ from typing import Any
 
 import duckdb
 import pytest
+from ledger_helpers import tool_event
 
 from query import CatalogLimits, Ledger, connect
 
 NATIVE = CatalogLimits(native_reader=True)
 
 
-def event(i: int, **fields: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "event_id": f"evt-{i:04d}",
-        "time": f"2026-03-01T10:00:{i % 60:02d}Z",
-        "agent_id": f"agent-{i % 3}",
-        "category": "tool",
-        "action": "tool.call",
-        "attrs": {"n": i},
-    }
-    record.update(fields)
-    return record
+def event(i: int) -> dict[str, Any]:
+    return tool_event(i, attrs={"n": i})
 
 
 @pytest.fixture

@@ -15,27 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ledger_helpers import tool_event
 
 import query.sql
 from query import CatalogLimits, Ledger, QueryError, QueryRefusedError, QueryTimeoutError, run_sql
 from query.sql import transpile
 
 
-def _event(i: int) -> dict[str, Any]:
-    return {
-        "event_id": f"evt-{i:04d}",
-        "time": f"2026-03-01T10:00:{i % 60:02d}Z",
-        "agent_id": f"agent-{i % 3}",
-        "category": "tool",
-        "action": "tool.call",
-    }
-
-
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
     Ledger.init(tmp_path / "ledger")
     with Ledger.open(tmp_path / "ledger") as store:
-        store.append([_event(i) for i in range(6)])
+        store.append([tool_event(i) for i in range(6)])
     return Ledger.open(tmp_path / "ledger")
 
 
@@ -83,7 +74,7 @@ def test_a_repeated_query_sees_events_appended_since(tmp_path: Path) -> None:
     query = "SELECT count(*) AS n, max(seq) AS last FROM events"
     try:
         for appended in range(1, 4):
-            store.append([_event(appended)])
+            store.append([tool_event(appended)])
             assert reader.sql(query).to_pylist() == [{"n": appended, "last": appended - 1}]
             assert reader.sql(query).to_pylist() == [{"n": appended, "last": appended - 1}]
     finally:
@@ -115,13 +106,13 @@ def test_a_catalog_replaced_while_a_query_runs_on_it_is_closed_after(tmp_path: P
             outcome.append(err)
 
     try:
-        store.append([_event(0)])
+        store.append([tool_event(0)])
         reader.sql("SELECT 1 AS one FROM events")  # the catalog the long query will use
         worker = threading.Thread(target=long_query)
         worker.start()
         started.wait()
         time.sleep(0.3)
-        store.append([_event(1)])  # the next query needs a new catalog
+        store.append([tool_event(1)])  # the next query needs a new catalog
         assert reader.sql("SELECT count(*) AS n FROM events").to_pylist() == [{"n": 2}]
         worker.join()
     finally:

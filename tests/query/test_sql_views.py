@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+from ledger_helpers import tool_event
 
 from query import (
     Ledger,
@@ -78,16 +79,7 @@ HEAVY = "SELECT count(*) FROM range(30000) a, range(30000) b WHERE a.range + b.r
 
 
 def event(i: int, **fields: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "event_id": f"evt-{i:04d}",
-        "time": f"2026-03-01T10:00:{i % 60:02d}Z",
-        "agent_id": f"agent-{i % 3}",
-        "category": "tool",
-        "action": "tool.call",
-        "attrs": {"model": f"model-{i % 2}", "tokens": i},
-    }
-    record.update(fields)
-    return record
+    return tool_event(i, **{"attrs": {"model": f"model-{i % 2}", "tokens": i}, **fields})
 
 
 @pytest.fixture
