@@ -5,8 +5,9 @@ RFC 8785 text the writer hashed, so a change to any stored column changes the re
 This runs in a loop compiled by numba straight over the Arrow buffers (about a microsecond a row,
 where DuckDB's string functions took over three), and hashes with the OpenSSL library that
 Python's hashlib itself uses, called from the compiled loop; where that library cannot be loaded,
-hashlib hashes the rebuilt bytes instead. The writer hashes what ``chain`` builds from the columns
-it stores; ``verify`` rebuilds them with ``rebuild``: one loop for both, so they cannot drift.
+hashlib hashes the rebuilt bytes instead. The writer makes its rows' canonical bytes from the
+client's own text (``ingest``) and hashes them with ``chained``; ``verify`` rebuilds them from the
+stored columns here: two independent ways to the same bytes, which the tests hold to each other.
 """
 
 from __future__ import annotations
@@ -16,19 +17,17 @@ import ctypes.util
 import functools
 import hashlib
 import os
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any
 
-import numba
 import numpy as np
 import pyarrow as pa
 
+from .compiled import inline, jit, put_bytes, put_int, put_time, scratch_buffer
 from .hashing import chain_hash
 from .schema import CANONICAL_FIELDS, Kind
 
-__all__ = ["Chained", "Rebuilt", "canonical_texts", "chain", "fixed_hashes", "rebuild"]
+__all__ = ["Chained", "Rebuilt", "canonical_texts", "chained", "fixed_hashes", "rebuild"]
 
 # How each field's value is written; a field's key text and kind are fixed by the schema.
 _TEXT, _TIME, _INT, _BOOL, _RAW, _LIST = range(6)
@@ -51,8 +50,6 @@ for _code, _letter in {0x08: "b", 0x09: "t", 0x0A: "n", 0x0C: "f", 0x0D: "r"}.it
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
 _WORDS = np.frombuffer(b"truefalsenull", np.uint8)
 _TABLES = (_SHORT_ESCAPES, _HEX_DIGITS, _WORDS)
-_INT64_MIN = -(2**63)
-_INT64_MIN_DIGITS = np.frombuffer(str(2**63).encode(), np.uint8)
 
 # The widest a value can be written, per byte of input and per value, to size the output.
 _MAX_INT_DIGITS = 20
@@ -77,30 +74,23 @@ class Rebuilt:
 class Chained:
     """New rows' canonical bytes (newline-joined: a WAL payload), leaf hashes and hash chain."""
 
-    lines: bytes
+    lines: memoryview
     leaves: np.ndarray  # (rows, 32) uint8
     hashes: np.ndarray  # (rows, 32) uint8: hashes[i] = SHA-256(hashes[i - 1] || leaves[i])
 
 
-def chain(batch: pa.RecordBatch, prev: bytes) -> Chained:
-    """Canonical bytes, leaf hashes and chained hashes of new rows, continuing from ``prev``.
+def chained(lines: np.ndarray, offsets: np.ndarray, prev: bytes) -> Chained:
+    """Hash new canonical rows in a chain from ``prev``: leaf = SHA-256(0x00 || row).
 
-    The writer hashes what this builds from the typed columns it stores, the same loop that
-    ``verify`` rebuilds them with.
+    Row i is ``lines[offsets[i]:offsets[i + 1] - 1]``, each followed by a newline, so the rows
+    joined by newlines (a WAL payload) are ``lines`` up to the last newline, without a copy.
     """
-    rows = batch.num_rows
-    buffer, offsets, malformed = _canonical(batch)
-    if malformed.any():  # the writer's attrs text is its own canonical JSON: a bug, not input
-        raise ValueError(f"attrs of row {int(malformed.argmax())} is not one JSON object")
+    rows = len(offsets) - 1
     leaves = np.empty((rows, 32), np.uint8)
     hashes = np.empty((rows, 32), np.uint8)
     start = np.frombuffer(prev, np.uint8).copy()
-    _hash(buffer, offsets, start, leaves, hashes, linked=True)
-    # Rows are 0x00 || canonical: the WAL wants the canonical bytes one per line. No canonical
-    # text holds a raw 0x00 (JSON escapes control characters), so the prefixes become newlines.
-    text = buffer[: offsets[rows]].copy()
-    text[offsets[1:rows]] = ord("\n")
-    return Chained(text[1:].tobytes(), leaves, hashes)
+    _hash(lines, offsets, start, leaves, hashes, linked=True, separated=True)
+    return Chained(lines.data[: max(int(offsets[rows]) - 1, 0)], leaves, hashes)
 
 
 def rebuild(batch: pa.RecordBatch) -> Rebuilt:
@@ -110,7 +100,7 @@ def rebuild(batch: pa.RecordBatch) -> Rebuilt:
     prev = fixed_hashes(batch.column("prev_hash"))
     leaves = np.empty((rows, 32), np.uint8)
     chained = np.empty((rows, 32), np.uint8)
-    _hash(buffer, offsets, prev, leaves, chained, linked=False)
+    _hash(buffer, offsets, prev, leaves, chained, linked=False, separated=False)
     return Rebuilt(leaves, chained, malformed)
 
 
@@ -127,7 +117,7 @@ def _canonical(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarra
     The buffer is reused by the next call on this thread.
     """
     columns = _Columns.of(batch)
-    buffer = _output(columns.bound)
+    buffer = scratch_buffer(columns.bound)
     offsets = np.empty(batch.num_rows + 1, np.int64)
     malformed = np.zeros(batch.num_rows, np.uint8)
     _write_canonical(
@@ -163,17 +153,6 @@ def fixed_hashes(column: pa.Array) -> np.ndarray:
     if column.null_count:
         result = np.where(_validity(column)[:, None] == 1, result, 0).astype(np.uint8)
     return result
-
-
-_OUTPUT = threading.local()
-
-
-def _output(size: int) -> np.ndarray:
-    """This thread's reusable output buffer: fresh pages cost more here than the writing."""
-    buffer: np.ndarray | None = getattr(_OUTPUT, "buffer", None)
-    if buffer is None or len(buffer) < size:
-        buffer = _OUTPUT.buffer = np.empty(max(size, 1 << 20), np.uint8)
-    return buffer
 
 
 def _validity(array: pa.Array) -> np.ndarray:
@@ -264,37 +243,9 @@ class _Columns:
 
 
 # -- the compiled loops ---------------------------------------------------------------------------
-# numba compiles these on first use and caches the machine code beside this file (or in the user's
-# cache directory). Integer division uses numpy's error model: no divisor here can be zero.
-
-_Function = TypeVar("_Function", bound=Callable[..., Any])
 
 
-def _compiled(function: _Function, **options: Any) -> _Function:
-    try:
-        compiled = numba.njit(cache=True, error_model="numpy", **options)(function)
-    except RuntimeError:  # nowhere writable to cache: compile once per process instead
-        compiled = numba.njit(error_model="numpy", **options)(function)
-    return cast(_Function, compiled)
-
-
-def _jit(function: _Function) -> _Function:
-    return _compiled(function)
-
-
-def _inline(function: _Function) -> _Function:
-    return _compiled(function, inline="always")
-
-
-@_inline
-def _put_bytes(out: Any, at: int, source: Any, start: int, end: int) -> int:
-    for i in range(start, end):
-        out[at] = source[i]
-        at += 1
-    return at
-
-
-@_inline
+@inline
 def _put_string(out: Any, at: int, data: Any, start: int, end: int, short: Any, hexd: Any) -> int:
     out[at] = 34  # "
     at += 1
@@ -323,71 +274,7 @@ def _put_string(out: Any, at: int, data: Any, start: int, end: int, short: Any, 
     return at + 1
 
 
-@_inline
-def _put_int(out: Any, at: int, value: int) -> int:
-    if value < 0:
-        out[at] = 45  # -
-        at += 1
-        if value == _INT64_MIN:  # its negation overflows
-            return _put_bytes(out, at, _INT64_MIN_DIGITS, 0, len(_INT64_MIN_DIGITS))
-        value = -value
-    digits = 1
-    probe = value
-    while probe >= 10:
-        probe //= 10
-        digits += 1
-    return _put_digits(out, at, value, digits)
-
-
-@_inline
-def _put_digits(out: Any, at: int, value: int, width: int) -> int:
-    for i in range(width):
-        out[at + width - 1 - i] = 48 + value % 10
-        value //= 10
-    return at + width
-
-
-@_inline
-def _put_time(out: Any, at: int, micros: int) -> int:
-    """``"YYYY-MM-DDTHH:MM:SS.ffffffZ"`` of a UTC time in µs since the epoch."""
-    seconds = micros // 1_000_000
-    fraction = micros - seconds * 1_000_000
-    days = seconds // 86400
-    second_of_day = seconds - days * 86400
-    # The proleptic Gregorian date of a day number (Howard Hinnant's civil_from_days).
-    shifted = days + 719468
-    era = shifted // 146097  # floor division: the C original adjusts for truncation instead
-    day_of_era = shifted - era * 146097
-    year_of_era = (
-        day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096
-    ) // 365
-    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
-    month_index = (5 * day_of_year + 2) // 153
-    day = day_of_year - (153 * month_index + 2) // 5 + 1
-    month = month_index + 3 if month_index < 10 else month_index - 9
-    year = year_of_era + era * 400 + (1 if month <= 2 else 0)
-    out[at] = 34
-    # A year outside 0001..9999 is never stored (validation bounds it), so it is written in full:
-    # a time shifted by 10,000 years must not rebuild to the text that was hashed.
-    at = _put_digits(out, at + 1, year, 4) if 0 <= year <= 9999 else _put_int(out, at + 1, year)
-    out[at] = 45  # -
-    at = _put_digits(out, at + 1, month, 2)
-    out[at] = 45
-    at = _put_digits(out, at + 1, day, 2)
-    out[at] = 84  # T
-    at = _put_digits(out, at + 1, second_of_day // 3600, 2)
-    out[at] = 58  # :
-    at = _put_digits(out, at + 1, second_of_day // 60 % 60, 2)
-    out[at] = 58
-    at = _put_digits(out, at + 1, second_of_day % 60, 2)
-    out[at] = 46  # .
-    at = _put_digits(out, at + 1, fraction, 6)
-    out[at] = 90  # Z
-    out[at + 1] = 34
-    return at + 2
-
-
-@_inline
+@inline
 def _one_object(data: Any, start: int, end: int) -> bool:
     """Whether raw JSON text is exactly one object: its first brace closes at its last byte.
 
@@ -419,7 +306,7 @@ def _one_object(data: Any, start: int, end: int) -> bool:
     return depth == 0 and not in_string
 
 
-@_jit
+@jit
 def _write_canonical(
     rows: int,
     kinds: Any,
@@ -454,23 +341,23 @@ def _write_canonical(
                 out[at] = 44  # ,
                 at += 1
             first = False
-            at = _put_bytes(out, at, keys, key_offsets[field], key_offsets[field + 1])
+            at = put_bytes(out, at, keys, key_offsets[field], key_offsets[field + 1])
             kind = kinds[field]
             start = offsets[field, row]
             end = offsets[field, row + 1]
             if kind == 0:  # _TEXT
                 at = _put_string(out, at, data, start, end, short, hexd)
             elif kind == 1:  # _TIME
-                at = _put_time(out, at, values[field, row])
+                at = put_time(out, at, values[field, row])
             elif kind == 2:  # _INT
-                at = _put_int(out, at, values[field, row])
+                at = put_int(out, at, values[field, row])
             elif kind == 3:  # _BOOL
                 if values[field, row] != 0:
-                    at = _put_bytes(out, at, words, 0, 4)  # true
+                    at = put_bytes(out, at, words, 0, 4)  # true
                 else:
-                    at = _put_bytes(out, at, words, 4, 9)  # false
+                    at = put_bytes(out, at, words, 4, 9)  # false
             elif kind == 4:  # _RAW
-                at = _put_bytes(out, at, data, start, end)
+                at = put_bytes(out, at, data, start, end)
                 if not _one_object(data, start, end):
                     malformed[row] = 1
             else:  # _LIST
@@ -481,7 +368,7 @@ def _write_canonical(
                         out[at] = 44
                         at += 1
                     if items_valid[item] == 0:  # never written; a forged null still mismatches
-                        at = _put_bytes(out, at, words, 9, 13)  # null
+                        at = put_bytes(out, at, words, 9, 13)  # null
                     else:
                         item_start = items_offsets[item]
                         item_end = items_offsets[item + 1]
@@ -493,7 +380,7 @@ def _write_canonical(
     out_offsets[rows] = at
 
 
-@_jit
+@jit
 def _hash_rows(
     text: Any,
     offsets: Any,
@@ -501,6 +388,8 @@ def _hash_rows(
     leaves: Any,
     chained: Any,
     linked: bool,
+    separated: bool,
+    zero: Any,
     context: int,
     digest: int,
     init: Any,
@@ -510,13 +399,16 @@ def _hash_rows(
     """SHA-256 of each row's leaf input, then of its prev hash || that leaf, by OpenSSL.
 
     ``prev`` holds each row's stored prev_hash, or (``linked``) only the hash before the first
-    row, each row then following the one before. Returns how many OpenSSL calls failed.
+    row, each row then following the one before. ``separated`` rows end with a newline and do not
+    start with 0x00: the leaf hash covers 0x00 (from ``zero``) and the row without its newline.
+    Returns how many OpenSSL calls failed.
     """
     failed = 0
     # Addresses as signed integers: numba would widen unsigned + signed arithmetic to floats.
     text_at = np.int64(text.ctypes.data)
     leaves_at = np.int64(leaves.ctypes.data)
     chained_at = np.int64(chained.ctypes.data)
+    zero_at = np.int64(zero.ctypes.data)
     first_prev_at = np.int64(prev.ctypes.data)
     for row in range(len(offsets) - 1):
         if not linked:
@@ -526,7 +418,11 @@ def _hash_rows(
         else:
             prev_at = chained_at + 32 * (row - 1)
         ok = init(context, digest, 0)
-        ok &= update(context, text_at + offsets[row], offsets[row + 1] - offsets[row])
+        length = offsets[row + 1] - offsets[row]
+        if separated:
+            ok &= update(context, zero_at, 1)
+            length -= 1
+        ok &= update(context, text_at + offsets[row], length)
         ok &= final(context, leaves_at + 32 * row, 0)
         ok &= init(context, digest, 0)
         ok &= update(context, prev_at, 32)
@@ -544,16 +440,22 @@ def _hash(
     leaves: np.ndarray,
     hashes: np.ndarray,
     linked: bool,
+    separated: bool,
 ) -> None:
     """Each row's leaf hash and chained hash (see ``_hash_rows``), by OpenSSL or else hashlib."""
-    if not _hash_with_openssl(text, offsets, prev, leaves, hashes, linked):
+    if not _hash_with_openssl(text, offsets, prev, leaves, hashes, linked, separated):
         view = text.data
         before = prev.tobytes()[:32]
         for row in range(len(offsets) - 1):
-            leaf = hashlib.sha256(view[offsets[row] : offsets[row + 1]]).digest()  # 0x00 included
+            leaf_input = hashlib.sha256(b"\x00" if separated else b"")
+            leaf_input.update(view[offsets[row] : offsets[row + 1] - (1 if separated else 0)])
+            leaf = leaf_input.digest()
             before = chain_hash(before if linked else prev[row].tobytes(), leaf)
             leaves[row] = np.frombuffer(leaf, np.uint8)
             hashes[row] = np.frombuffer(before, np.uint8)
+
+
+_ZERO = np.zeros(1, np.uint8)
 
 
 def _hash_with_openssl(
@@ -563,6 +465,7 @@ def _hash_with_openssl(
     leaves: np.ndarray,
     hashes: np.ndarray,
     linked: bool,
+    separated: bool,
 ) -> bool:
     """Hash every row through OpenSSL's EVP interface; False when it cannot be used."""
     openssl = _openssl()
@@ -574,7 +477,19 @@ def _hash_with_openssl(
         return False
     try:
         failed = _hash_rows(
-            text, offsets, prev, leaves, hashes, linked, context, digest, init, update, final
+            text,
+            offsets,
+            prev,
+            leaves,
+            hashes,
+            linked,
+            separated,
+            _ZERO,
+            context,
+            digest,
+            init,
+            update,
+            final,
         )
     finally:
         free_context(context)

@@ -6,6 +6,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
 
+import numpy as np
+
 __all__ = ["Receipt", "Receipts"]
 
 
@@ -30,11 +32,12 @@ class Receipts(Sequence[Receipt]):
     def __init__(
         self,
         writer_id: str,
-        event_ids: list[str],
-        seqs: list[int],
-        hashes: list[bytes],
-        duplicates: list[bool],
+        event_ids: Sequence[str],
+        seqs: Sequence[int],
+        hashes: np.ndarray,
+        duplicates: np.ndarray,
     ) -> None:
+        """Receipts from parallel columns: hashes is (n, 32) uint8, duplicates n booleans."""
         self.writer_id = writer_id
         self._event_ids = event_ids
         self._seqs = seqs
@@ -49,7 +52,7 @@ class Receipts(Sequence[Receipt]):
     @property
     def duplicates(self) -> int:
         """How many events were already stored (resubmitted event_ids)."""
-        return sum(self._duplicates)
+        return int(np.count_nonzero(self._duplicates))
 
     def __len__(self) -> int:
         return len(self._seqs)
@@ -65,8 +68,8 @@ class Receipts(Sequence[Receipt]):
             self._event_ids[index],
             self.writer_id,
             self._seqs[index],
-            self._hashes[index].hex(),
-            self._duplicates[index],
+            self._hashes[index].tobytes().hex(),
+            bool(self._duplicates[index]),
         )
 
     def __iter__(self) -> Iterator[Receipt]:

@@ -129,7 +129,7 @@ class WriteAheadLog:
         """Bytes in the WAL."""
         return self._length
 
-    def append(self, first_seq: int, count: int, payload: bytes) -> None:
+    def append(self, first_seq: int, count: int, payload: bytes | memoryview) -> None:
         """Write one frame of ``count`` newline-joined events; durable before returning."""
         numbers = struct.pack("<QII", first_seq, count, len(payload))
         crc = zlib.crc32(payload, zlib.crc32(numbers))

@@ -55,9 +55,10 @@ class WriterLog:
         self._last_hash = ZERO_HASH
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
-        self._pending_ids: dict[str, Stored] = {}
+        self._pending_ids: dict[str, int] = {}  # event_id -> seq, for the pending tables' events
         self._retiring: list[Path] = []  # WAL files whose events the pending tables hold
-        self._inflight_ids: dict[str, Stored] = {}
+        self._inflight: list[pa.Table] = []  # tables the flush thread is writing
+        self._inflight_ids: dict[str, int] = {}
         self._flusher: threading.Thread | None = None
         self._flush_error: BaseException | None = None
         self._wal: WriteAheadLog | None = None
@@ -139,12 +140,7 @@ class WriterLog:
                         f"starts at seq {frame.first_seq}, expected {self._next_seq}"
                     )
                 table = table_from_lines(frame.lines, self._last_hash)
-                self._stage(
-                    table,
-                    table.column("event_id").to_pylist(),
-                    table.column("seq").to_pylist(),
-                    table.column("hash").to_pylist(),
-                )
+                self._stage(table, table.column("event_id").to_pylist(), frame.first_seq)
                 self._last_hash = table.column("hash")[-1].as_py()
                 self._next_seq = frame.last_seq + 1
             self._retiring.append(path)
@@ -195,41 +191,66 @@ class WriterLog:
         event_ids: list[str] = checked.columns.column("event_id").to_pylist()
         new_positions, stored = self._new_positions(event_ids)
         first_seq = self._next_seq
-        observed_micros = time.time_ns() // 1000
+        count = len(new_positions)
+        if not count:
+            return self._receipts(event_ids, new_positions, np.empty((0, 32), np.uint8), stored)
+        all_new = count == len(event_ids)
         columns = checked.columns
-        if len(new_positions) != len(event_ids):
+        if not all_new:
             columns = columns.take(pa.array(new_positions, pa.int64()))
-        count = columns.num_rows
-        # Imported here: numba's import (~0.1 s) is only for commands that write or verify.
-        from .rebuild import chain
-
+        observed_micros = time.time_ns() // 1000
         table = _assigned(columns, self.writer_id, first_seq, observed_micros)
-        chained = chain(table.combine_chunks().to_batches()[0], self._last_hash) if count else None
-        hashes = _digests(chained.hashes) if chained else []
-        # Each record's receipt: its new place, or the place its event_id already had.
-        seqs = range(first_seq, first_seq + count)
-        placed = dict(zip(new_positions, zip(seqs, hashes, strict=True), strict=True))
-        known = {**stored, **{event_ids[p]: placed[p] for p in new_positions}}
-        receipts = [placed.get(p) or known[event_ids[p]] for p in range(len(event_ids))]
-        if chained is not None:
-            prev_hashes = np.concatenate(
-                [np.frombuffer(self._last_hash, np.uint8)[None, :], chained.hashes[:-1]]
-            )
-            table = _with_hashes(table, (prev_hashes, chained.leaves, chained.hashes))
-            self._wal.append(first_seq, count, chained.lines)  # durable from here on: acknowledge
-            new_ids = [event_ids[p] for p in new_positions]
-            self._stage(table, new_ids, seqs, hashes)
-            self._last_hash = hashes[-1]
-            self._next_seq = first_seq + count
-            if self._pending_rows >= FLUSH_ROWS or self._wal.length >= FLUSH_WAL_BYTES:
-                self.flush(wait=False)
-        return Receipts(
+        chained = checked.parsed.chain(
+            np.asarray(new_positions, np.int64),
             self.writer_id,
-            event_ids,
-            [seq for seq, _ in receipts],
-            [digest for _, digest in receipts],
-            [p not in placed for p in range(len(event_ids))],
+            first_seq,
+            observed_micros,
+            self._last_hash,
         )
+        prev_hashes = np.concatenate(
+            [np.frombuffer(self._last_hash, np.uint8)[None, :], chained.hashes[:-1]]
+        )
+        table = _with_hashes(table, (prev_hashes, chained.leaves, chained.hashes))
+        self._wal.append(first_seq, count, chained.lines)  # durable from here on: acknowledge
+        self._stage(
+            table, event_ids if all_new else [event_ids[p] for p in new_positions], first_seq
+        )
+        self._last_hash = chained.hashes[-1].tobytes()
+        self._next_seq = first_seq + count
+        if self._pending_rows >= FLUSH_ROWS or self._wal.length >= FLUSH_WAL_BYTES:
+            self.flush(wait=False)
+        return self._receipts(event_ids, new_positions, chained.hashes, stored, first_seq)
+
+    def _receipts(
+        self,
+        event_ids: list[str],
+        new_positions: list[int],
+        new_hashes: np.ndarray,
+        stored: dict[str, Stored],
+        first_seq: int = 0,
+    ) -> Receipts:
+        """Each record's receipt: its new place, or the place its event_id already had."""
+        count = len(new_positions)
+        if count == len(event_ids):
+            seqs = range(first_seq, first_seq + count)
+            return Receipts(self.writer_id, event_ids, seqs, new_hashes, np.zeros(count, bool))
+        rows = len(event_ids)
+        seq_of = np.empty(rows, np.int64)
+        hashes = np.empty((rows, 32), np.uint8)
+        duplicate = np.ones(rows, bool)
+        seq_of[new_positions] = np.arange(first_seq, first_seq + count)
+        hashes[new_positions] = new_hashes
+        duplicate[new_positions] = False
+        # A repeat within the batch gets the receipt of its first occurrence.
+        placed = {
+            event_ids[p]: (first_seq + k, new_hashes[k].tobytes())
+            for k, p in enumerate(new_positions)
+        }
+        for row in np.flatnonzero(duplicate):
+            seq, digest = stored.get(event_ids[row]) or placed[event_ids[row]]
+            seq_of[row] = seq
+            hashes[row] = np.frombuffer(digest, np.uint8)
+        return Receipts(self.writer_id, event_ids, seq_of.tolist(), hashes, duplicate)
 
     def _new_positions(self, event_ids: list[str]) -> tuple[list[int], dict[str, Stored]]:
         """Which records are new (first of their event_id), and the receipts of the others."""
@@ -244,18 +265,16 @@ class WriterLog:
                 seen.add(event_id)
         return positions, stored
 
-    def _stage(
-        self, table: pa.Table, ids: list[str], seqs: Sequence[int], hashes: Sequence[bytes]
-    ) -> None:
-        self._pending_ids.update(zip(ids, zip(seqs, hashes, strict=True), strict=True))
+    def _stage(self, table: pa.Table, ids: list[str], first_seq: int) -> None:
+        self._pending_ids.update(zip(ids, range(first_seq, first_seq + len(ids)), strict=True))
         self._pending.append(table)
         self._pending_rows += table.num_rows
 
     def _find_stored(self, event_ids: list[str]) -> dict[str, Stored]:
         found: dict[str, Stored] = {}
         for known in (self._pending_ids, self._inflight_ids):
-            if known:
-                found.update((i, known[i]) for i in event_ids if i in known)
+            if known and not known.keys().isdisjoint(event_ids):
+                found.update((i, self._unflushed(known[i])) for i in event_ids if i in known)
         with self._state:
             if not self._segments:
                 return found
@@ -266,6 +285,14 @@ class WriterLog:
             if candidates:
                 found.update(self._lookup_flushed(candidates))
         return found
+
+    def _unflushed(self, seq: int) -> Stored:
+        """(seq, hash) of an event in the pending or in-flight tables."""
+        for table in [*self._inflight, *self._pending]:
+            first = table.column("seq")[0].as_py()
+            if first <= seq < first + table.num_rows:
+                return seq, table.column("hash")[seq - first].as_py()
+        raise LedgerError(f"seq {seq} of writer log {self.writer_id} is not staged")  # a bug
 
     def _build_index(self) -> IdIndex:
         index = IdIndex()
@@ -297,7 +324,7 @@ class WriterLog:
             tables, retiring = self._pending, [*self._retiring, self._wal.path]
             self._wal.close()
             self._wal = WriteAheadLog(self.layout.wal_file(self._next_seq))
-            self._inflight_ids = self._pending_ids
+            self._inflight, self._inflight_ids = tables, self._pending_ids
             self._pending, self._pending_rows, self._pending_ids, self._retiring = [], 0, {}, []
             self._flusher = threading.Thread(
                 target=self._write_segment, args=(tables, retiring), daemon=True
@@ -320,7 +347,7 @@ class WriterLog:
                 self._segments.append(segment)
                 if self._index is not None:
                     self._index.add(id_keys(table.column("event_id").combine_chunks()))
-            self._inflight_ids = {}
+            self._inflight, self._inflight_ids = [], {}
             self._compact()
         except BaseException as err:  # kept for the appender: the events are safe in the WAL
             self._flush_error = err
@@ -409,8 +436,3 @@ def _with_hashes(table: pa.Table, hashes: tuple[np.ndarray, ...]) -> pa.Table:
         column = pa.Array.from_buffers(pa.binary(32), len(values), [None, data])
         table = table.append_column(SEGMENT_SCHEMA.field(name), column)
     return table
-
-
-def _digests(hashes: np.ndarray) -> list[bytes]:
-    flat = hashes.tobytes()
-    return [flat[i : i + 32] for i in range(0, len(flat), 32)]
