@@ -16,12 +16,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pyarrow as pa
 
+from .errors import BatchTooLargeError
 from .events import validate_batch
 
 if TYPE_CHECKING:
     from .ingest import ParsedBatch
 
-__all__ = ["CheckedBatch", "check_batch", "normalise"]
+__all__ = ["MAX_BATCH_BYTES", "CheckedBatch", "check_batch", "normalise"]
+
+# A batch's text, columns and WAL frame are addressed with 32-bit offsets and lengths.
+MAX_BATCH_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ def check_batch(records: Sequence[object], locations: Sequence[str] | None = Non
         text = orjson.dumps(listed, option=SERIALISE_OPTIONS)
     except TypeError:  # a value orjson has no form for: the validator names or normalises it
         return normalise(records, locations)
+    _check_size(text, len(listed))
     parsed = parse_batch(text, len(listed))
     if parsed is None:
         return normalise(records, locations)
@@ -62,7 +67,16 @@ def normalise(records: Sequence[object], locations: Sequence[str] | None = None)
         {**e, "attrs": orjson.Fragment(e["attrs"])} if "attrs" in e else e for e in events
     ]
     text = orjson.dumps(with_attrs, option=orjson.OPT_SORT_KEYS)
+    _check_size(text, len(events))
     parsed = parse_batch(text, len(events), trusted_attrs=True)
     if parsed is None:  # pragma: no cover - the two validators disagree: a bug, not bad input
         raise AssertionError("the normalised batch failed the compiled checks")
     return CheckedBatch(events, parsed)
+
+
+def _check_size(text: bytes, rows: int) -> None:
+    if len(text) > MAX_BATCH_BYTES:
+        raise BatchTooLargeError(
+            f"batch rejected, nothing stored: its {rows} events are {len(text):,} bytes of JSON, "
+            f"over the {MAX_BATCH_BYTES:,} one append may hold; append them in smaller batches"
+        )

@@ -2,6 +2,7 @@
 
 numba compiles these on first use and caches the machine code beside this package (or in the
 user's cache directory). Integer division uses numpy's error model: no divisor here can be zero.
+The loops release the GIL, so other threads run while they do.
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ _Function = TypeVar("_Function", bound=Callable[..., Any])
 
 def _compiled(function: _Function, **options: Any) -> _Function:
     try:
-        compiled = numba.njit(cache=True, error_model="numpy", **options)(function)
+        compiled = numba.njit(cache=True, nogil=True, error_model="numpy", **options)(function)
     except RuntimeError:  # nowhere writable to cache: compile once per process instead
-        compiled = numba.njit(error_model="numpy", **options)(function)
+        compiled = numba.njit(nogil=True, error_model="numpy", **options)(function)
     return cast(_Function, compiled)
 
 

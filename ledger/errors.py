@@ -4,6 +4,7 @@ Exception tree (every class carries an HTTP-style ``status``)::
 
     LedgerError                  500  root of everything the ledger raises
     ├── ValidationError          400  a batch was rejected; ``problems`` names record and field
+    ├── BatchTooLargeError       413  one append's batch is over the size a batch may hold
     ├── InputFormatError         400  an input file could not be read as events
     ├── LedgerNotFoundError      404  no ledger at the path
     ├── LedgerExistsError        409  ``init`` over an existing ledger
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "BatchTooLargeError",
     "CorruptLedgerError",
     "InputFormatError",
     "LedgerError",
@@ -66,6 +68,12 @@ class ValidationError(LedgerError):
         more = len(self.problems) - self.max_listed
         suffix = f"; and {more} more" if more > 0 else ""
         super().__init__(f"batch rejected, nothing stored: {shown}{suffix}")
+
+
+class BatchTooLargeError(LedgerError):
+    """One append's batch is larger than a batch may be; nothing of it was stored."""
+
+    status = 413
 
 
 class InputFormatError(LedgerError):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from .canonical import MAX_SAFE_INTEGER, canonical_json, parse_timestamp
 from .errors import Problem, ValidationError
@@ -18,7 +22,14 @@ from .schema import (
     Kind,
 )
 
-__all__ = ["MAX_ATTRS_BYTES", "MAX_TEXT_LENGTH", "Event", "validate_batch", "validate_event"]
+__all__ = [
+    "MAX_ATTRS_BYTES",
+    "MAX_TEXT_LENGTH",
+    "Event",
+    "json_view",
+    "validate_batch",
+    "validate_event",
+]
 
 Event = dict[str, Any]
 """A validated event: canonical JSON values by field name, absent fields omitted."""
@@ -174,7 +185,34 @@ def validate_event(record: object, index: int = 0, location: str = "") -> Event:
     return event
 
 
+def json_view(value: object) -> object:
+    """A value as orjson writes it, where that differs from its Python type.
+
+    UUIDs become their text, enum members their value, tuples lists, and an ``orjson.Fragment``
+    the JSON it holds. Batches are checked on orjson's text of them (``ingest``), so the definition
+    reads values the same way.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return value
+    if kind is dict:
+        return {name: json_view(item) for name, item in value.items()}  # type: ignore[attr-defined]
+    if kind is list or kind is tuple:
+        return [json_view(item) for item in value]  # type: ignore[attr-defined]
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return json_view(value.value)
+    if isinstance(value, orjson.Fragment):
+        try:
+            return orjson.loads(value.contents)
+        except orjson.JSONDecodeError:
+            return value  # not JSON: reported as the object it is
+    return value
+
+
 def _validate_into(record: object, index: int, location: str, problems: list[Problem]) -> Event:
+    record = json_view(record)
     if not isinstance(record, Mapping):
         problems.append(
             Problem(index, "", f"expected a JSON object, got {_json_type(record)}", location)

@@ -11,6 +11,7 @@ normalises the values; the normalised batch then passes here.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from .events import MAX_ATTRS_BYTES, MAX_ID_LENGTH, MAX_LIST_ITEMS, MAX_TEXT_LEN
 from .rebuild import Chained, chained
 from .schema import ASSIGNED_FIELDS, CLIENT_FIELDS, ENUMS, SEGMENT_SCHEMA, Kind
 
-__all__ = ["SERIALISE_OPTIONS", "ParsedBatch", "parse_batch"]
+__all__ = ["SERIALISE_OPTIONS", "Gathering", "ParsedBatch", "parse_batch"]
 
 # Values orjson would write in a form of its own (datetimes, dataclasses, subclasses of str, int,
 # dict and list) raise instead: the validator decides what they mean.
@@ -66,6 +67,8 @@ for _index, _field in enumerate(_FIELDS):
     if _field.kind is Kind.ENUM:
         _ENUM_RANGES[_index] = (_first, _first + len(ENUMS[_field.name]))
         _first += len(ENUMS[_field.name])
+_ALL_FIELDS = np.arange(len(_FIELDS))
+_FIELD_INDEX = {f.name: i for i, f in enumerate(_FIELDS)}
 # The ledger's members (observed_time, seq, writer_id) each go after the last field sorting before.
 _ASSIGNED = tuple(sorted(f.name for f in ASSIGNED_FIELDS))
 _GOES_AFTER = np.array([[f.name < name for f in _FIELDS] for name in _ASSIGNED], np.uint8)
@@ -104,7 +107,24 @@ class ParsedBatch:
     text: np.ndarray  # uint8: a JSON array of the records, keys sorted
     bounds: np.ndarray  # (rows, 2): where each record's object starts and ends
     inserts: np.ndarray  # (rows, 3): where observed_time, seq and writer_id go in it
-    columns: pa.Table  # the client columns (attrs as its canonical text)
+    found: _Found  # where each value lies
+
+    @functools.cached_property
+    def columns(self) -> pa.Table:
+        """The client columns (attrs as its canonical text)."""
+        gathering = self.gathering()
+        gathering.fill()
+        return gathering.table()
+
+    def gathering(self) -> Gathering:
+        """Buffers for the client columns, to fill on any thread (see ``Gathering``)."""
+        return self.found.plan(_ALL_FIELDS)
+
+    def column(self, name: str) -> pa.Array:
+        """One column, gathered alone (the writer needs event_ids before the rest)."""
+        gathering = self.found.plan(np.array([_FIELD_INDEX[name]], np.int64))
+        gathering.fill()
+        return gathering.arrays()[0]
 
     def chain(
         self,
@@ -147,6 +167,7 @@ def parse_batch(text: bytes, rows: int, trusted_attrs: bool = False) -> ParsedBa
     values = np.zeros((rows, fields), np.int64)
     present = np.zeros((rows, fields), np.uint8)
     escaped = np.zeros(fields, np.uint8)
+    lengths = np.zeros(fields, np.int64)
     bounds = np.empty((rows, 2), np.int64)
     inserts = np.empty((rows, 3), np.int64)
     capacity = 4 * rows + 64
@@ -165,6 +186,7 @@ def parse_batch(text: bytes, rows: int, trusted_attrs: bool = False) -> ParsedBa
             values,
             present,
             escaped,
+            lengths,
             item_starts,
             item_ends,
         )
@@ -173,14 +195,107 @@ def parse_batch(text: bytes, rows: int, trusted_attrs: bool = False) -> ParsedBa
         capacity = len(data) // 3 + 1  # an item takes at least `"",`
         present[:] = 0
         escaped[:] = 0
+        lengths[:] = 0
     if outcome != _ACCEPTED:
         return None
-    columns = _Gathered(data, starts, ends, values, present, escaped, item_starts, item_ends)
-    return ParsedBatch(data, bounds, inserts, columns.table(rows))
+    found = _Found(data, starts, ends, values, present, escaped, lengths, item_starts, item_ends)
+    return ParsedBatch(data, bounds, inserts, found)
 
 
 @dataclass(frozen=True)
-class _Gathered:
+class _Copy:
+    """One compiled copy: the values of ``fields`` (columns of starts and ends) into ``data``."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    fields: np.ndarray
+    unescape: np.ndarray
+    offsets: np.ndarray  # (fields, values + 1) int32
+    data: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        text_fields: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        unescape: np.ndarray,
+        size: int,
+    ) -> _Copy:
+        offsets = np.empty((len(text_fields), len(starts) + 1), np.int32)
+        return cls(starts, ends, text_fields, unescape, offsets, np.empty(size, np.uint8))
+
+    def run(self, text: np.ndarray) -> None:
+        _gather_columns(
+            text, self.starts, self.ends, self.fields, self.unescape, self.offsets, self.data
+        )
+
+    def strings(self, position: int, validity: pa.Buffer | None = None, nulls: int = 0) -> pa.Array:
+        buffers = [validity, pa.py_buffer(self.offsets[position]), pa.py_buffer(self.data)]
+        return pa.Array.from_buffers(pa.string(), len(self.starts), buffers, nulls)
+
+
+@dataclass(frozen=True)
+class Gathering:
+    """Client columns being gathered: ``fill`` runs the copies (compiled, without the GIL, so on
+    any thread), then ``table`` or ``arrays`` wrap the filled buffers as Arrow."""
+
+    found: _Found
+    fields: np.ndarray  # which fields, by index into _FIELDS
+    texts: _Copy  # the text fields among them (attrs included), sharing one buffer
+    lists: dict[int, tuple[_Copy, np.ndarray]]  # per list field: its items, and list offsets
+    validity: np.ndarray  # (len(fields), bytes): each field's validity bits
+    nulls: np.ndarray  # (len(fields),)
+
+    def fill(self) -> None:
+        """Copy every value into the column buffers."""
+        self.texts.run(self.found.text)
+        for items, _ in self.lists.values():
+            items.run(self.found.text)
+
+    def arrays(self) -> list[pa.Array]:
+        """The columns of ``fields``, in that order."""
+        rows = len(self.found.present)
+        text_positions = {int(f): p for p, f in enumerate(self.texts.fields)}
+        arrays = []
+        for position, index in enumerate(self.fields):
+            nulls = int(self.nulls[position])
+            bits = pa.py_buffer(self.validity[position]) if nulls else None
+            arrow_type = SEGMENT_SCHEMA.field(_FIELDS[index].name).type
+            kind = _KINDS[index]
+            if kind in (_TIME, _INT):
+                values = pa.py_buffer(self.found.values[:, index].copy())
+                arrays.append(pa.Array.from_buffers(arrow_type, rows, [bits, values], nulls))
+            elif kind == _BOOL:
+                flags = np.packbits(self.found.values[:, index].astype(np.uint8), bitorder="little")
+                arrays.append(
+                    pa.Array.from_buffers(arrow_type, rows, [bits, pa.py_buffer(flags)], nulls)
+                )
+            elif kind == _LIST:
+                items, list_offsets = self.lists[int(index)]
+                arrays.append(
+                    pa.Array.from_buffers(
+                        arrow_type,
+                        rows,
+                        [bits, pa.py_buffer(list_offsets)],
+                        nulls,
+                        children=[items.strings(0)],
+                    )
+                )
+            else:
+                arrays.append(self.texts.strings(text_positions[int(index)], bits, nulls))
+        return arrays
+
+    def table(self) -> pa.Table:
+        """The client columns, in schema order."""
+        by_name = dict(zip((_FIELDS[i].name for i in self.fields), self.arrays(), strict=True))
+        return pa.table(
+            [by_name[f.name] for f in CLIENT_FIELDS], names=[f.name for f in CLIENT_FIELDS]
+        )
+
+
+@dataclass(frozen=True)
+class _Found:
     """The parse's findings, from which each client column is gathered."""
 
     text: np.ndarray
@@ -189,55 +304,38 @@ class _Gathered:
     values: np.ndarray
     present: np.ndarray
     escaped: np.ndarray
+    lengths: np.ndarray  # per field, the bytes of its values' text
     item_starts: np.ndarray
     item_ends: np.ndarray
 
-    def table(self, rows: int) -> pa.Table:
-        by_name = {f.name: self._column(i, f, rows) for i, f in enumerate(_FIELDS)}
-        return pa.table(
-            [by_name[f.name] for f in CLIENT_FIELDS], names=[f.name for f in CLIENT_FIELDS]
-        )
-
-    def _column(self, index: int, field: Any, rows: int) -> pa.Array:
-        present = self.present[:, index]
-        nulls = rows - int(np.count_nonzero(present))
-        validity = None if nulls == 0 else pa.py_buffer(np.packbits(present, bitorder="little"))
-        kind = _CODES[field.kind]
-        arrow_type = SEGMENT_SCHEMA.field(field.name).type
-        if kind in (_TIME, _INT):
-            data = pa.py_buffer(self.values[:, index].copy())
-            return pa.Array.from_buffers(arrow_type, rows, [validity, data], nulls)
-        if kind == _BOOL:
-            bits = np.packbits(self.values[:, index].astype(np.uint8), bitorder="little")
-            return pa.Array.from_buffers(arrow_type, rows, [validity, pa.py_buffer(bits)], nulls)
-        unescape = bool(self.escaped[index]) and kind != _ATTRS  # attrs keeps its JSON text
-        if kind == _LIST:
-            first, last = self.starts[:, index], self.ends[:, index]
+    def plan(self, fields: np.ndarray) -> Gathering:
+        """Allocate the buffers of the given fields' columns (on the calling thread)."""
+        rows = len(self.present)
+        present = self.present[:, fields].T
+        nulls = rows - present.sum(axis=1, dtype=np.int64)
+        validity = np.ascontiguousarray(np.packbits(present, axis=1, bitorder="little"))
+        kinds = _KINDS[fields]
+        text_fields = fields[~np.isin(kinds, (_TIME, _INT, _BOOL, _LIST))]
+        unescape = self.escaped[text_fields] & (_KINDS[text_fields] != _ATTRS)  # attrs: JSON
+        size = int(self.lengths[text_fields].sum())
+        texts = _Copy.of(text_fields, self.starts, self.ends, unescape, size)
+        lists = {}
+        for index in fields[kinds == _LIST]:
+            first, last = self.starts[:, index], self.ends[:, index]  # a range of items
             counts = last - first
             list_offsets = np.zeros(rows + 1, np.int32)
             np.cumsum(counts, out=list_offsets[1:])
-            # Each row's items are contiguous in the parse's item arrays: index them in row order.
+            # Each row's items are contiguous in the item arrays: index them in row order.
             items = np.arange(int(list_offsets[-1])) + np.repeat(first - list_offsets[:-1], counts)
-            child = self._strings(self.item_starts[items], self.item_ends[items], None, unescape)
-            return pa.Array.from_buffers(
-                arrow_type, rows, [validity, pa.py_buffer(list_offsets)], nulls, children=[child]
+            item_copy = _Copy.of(
+                np.zeros(1, np.int64),
+                self.item_starts[items][:, None],
+                self.item_ends[items][:, None],
+                self.escaped[index : index + 1],
+                int(self.lengths[index]),
             )
-        return self._strings(self.starts[:, index], self.ends[:, index], validity, unescape, nulls)
-
-    def _strings(
-        self,
-        starts: np.ndarray,
-        ends: np.ndarray,
-        validity: pa.Buffer | None,
-        unescape: bool,
-        nulls: int = 0,
-    ) -> pa.Array:
-        count = len(starts)
-        offsets = np.empty(count + 1, np.int32)
-        data = np.empty(int((ends - starts).sum()), np.uint8)
-        size = _gather(self.text, starts, ends, unescape, offsets, data)
-        buffers = [validity, pa.py_buffer(offsets), pa.py_buffer(data[:size])]
-        return pa.Array.from_buffers(pa.string(), count, buffers, nulls)
+            lists[int(index)] = (item_copy, list_offsets)
+        return Gathering(self, fields, texts, lists, validity, nulls)
 
 
 # -- the compiled loops ---------------------------------------------------------------------------
@@ -639,6 +737,7 @@ def _parse(
     values: Any,
     present: Any,
     escaped: Any,
+    lengths: Any,
     item_starts: Any,
     item_ends: Any,
 ) -> int:
@@ -714,6 +813,7 @@ def _parse(
                     return _REFUSED
                 starts[row, field] = at
                 ends[row, field] = attrs_end
+                lengths[field] += attrs_end - at
                 at = attrs_end
             elif kind == _LIST:
                 if text[at] != 91:
@@ -738,6 +838,7 @@ def _parse(
                     item_starts[items] = at + 1
                     item_ends[items] = close
                     escaped[field] |= flags & _ESCAPED
+                    lengths[field] += close - at - 1
                     items += 1
                     count += 1
                     at = close + 1
@@ -775,6 +876,7 @@ def _parse(
                 starts[row, field] = at + 1
                 ends[row, field] = close
                 escaped[field] |= flags & _ESCAPED
+                lengths[field] += close - at - 1
                 at = close + 1
             present[row, field] = 1
             for member in range(3):
@@ -800,43 +902,54 @@ def _parse(
 
 
 @jit
-def _gather(text: Any, starts: Any, ends: Any, unescape: bool, offsets: Any, data: Any) -> int:
-    """Copy each value's bytes, undoing JSON escapes when ``unescape``; returns the bytes used."""
+def _gather_columns(
+    text: Any, starts: Any, ends: Any, fields: Any, unescape: Any, offsets: Any, data: Any
+) -> int:
+    """Copy each chosen field's values into ``data``, one field after another, undoing JSON
+    escapes where ``unescape``; offsets[k] are field k's string offsets. Returns the bytes used."""
     at = 0
-    for row in range(len(starts)):
-        offsets[row] = at
-        i = starts[row]
-        end = ends[row]
-        if not unescape:
-            at = put_bytes(data, at, text, i, end)
-            continue
-        while i < end:
-            byte = text[i]
-            if byte != 92:
-                data[at] = byte
-                at += 1
-                i += 1
-                continue
-            letter = text[i + 1]
-            if letter == 117:  # \u00XX: the parse allowed control characters only
-                data[at] = _hex_value(text[i + 4]) * 16 + _hex_value(text[i + 5])
-                i += 6
+    for position in range(len(fields)):
+        field = fields[position]
+        for row in range(starts.shape[0]):
+            offsets[position, row] = at
+            if unescape[position]:
+                at = _unescaped(text, starts[row, field], ends[row, field], data, at)
             else:
-                if letter == 98:
-                    data[at] = 8
-                elif letter == 102:
-                    data[at] = 12
-                elif letter == 110:
-                    data[at] = 10
-                elif letter == 114:
-                    data[at] = 13
-                elif letter == 116:
-                    data[at] = 9
-                else:  # " or backslash
-                    data[at] = letter
-                i += 2
+                at = put_bytes(data, at, text, starts[row, field], ends[row, field])
+        offsets[position, starts.shape[0]] = at
+    return at
+
+
+@jit
+def _unescaped(text: Any, start: int, end: int, data: Any, at: int) -> int:
+    """Copy a string's JSON text undoing its escapes (the parse allowed only RFC 8785's)."""
+    i = start
+    while i < end:
+        byte = text[i]
+        if byte != 92:
+            data[at] = byte
             at += 1
-    offsets[len(starts)] = at
+            i += 1
+            continue
+        letter = text[i + 1]
+        if letter == 117:  # \u00XX
+            data[at] = _hex_value(text[i + 4]) * 16 + _hex_value(text[i + 5])
+            i += 6
+        else:
+            if letter == 98:
+                data[at] = 8
+            elif letter == 102:
+                data[at] = 12
+            elif letter == 110:
+                data[at] = 10
+            elif letter == 114:
+                data[at] = 13
+            elif letter == 116:
+                data[at] = 9
+            else:  # " or backslash
+                data[at] = letter
+            i += 2
+        at += 1
     return at
 
 

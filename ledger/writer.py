@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +63,11 @@ class WriterLog:
         self._flusher: threading.Thread | None = None
         self._flush_error: BaseException | None = None
         self._wal: WriteAheadLog | None = None
+        self._gatherer = ThreadPoolExecutor(1, thread_name_prefix=f"gather-{self.writer_id}")
         try:
             self._recover()
         except BaseException:
+            self._gatherer.shutdown()
             os.close(lock_fd)
             raise
 
@@ -188,18 +191,17 @@ class WriterLog:
     def _append_checked(self, checked: CheckedBatch) -> Receipts:
         if self._wal is None:
             raise LedgerError("the writer log is closed")
-        event_ids: list[str] = checked.columns.column("event_id").to_pylist()
+        event_ids: list[str] = checked.parsed.column("event_id").to_pylist()
         new_positions, stored = self._new_positions(event_ids)
         first_seq = self._next_seq
         count = len(new_positions)
         if not count:
             return self._receipts(event_ids, new_positions, np.empty((0, 32), np.uint8), stored)
         all_new = count == len(event_ids)
-        columns = checked.columns
-        if not all_new:
-            columns = columns.take(pa.array(new_positions, pa.int64()))
+        # The columns are gathered on another thread while this one hashes and writes the WAL.
+        gathering = checked.parsed.gathering()
+        filling = self._gatherer.submit(gathering.fill)
         observed_micros = time.time_ns() // 1000
-        table = _assigned(columns, self.writer_id, first_seq, observed_micros)
         chained = checked.parsed.chain(
             np.asarray(new_positions, np.int64),
             self.writer_id,
@@ -207,14 +209,26 @@ class WriterLog:
             observed_micros,
             self._last_hash,
         )
-        prev_hashes = np.concatenate(
-            [np.frombuffer(self._last_hash, np.uint8)[None, :], chained.hashes[:-1]]
-        )
-        table = _with_hashes(table, (prev_hashes, chained.leaves, chained.hashes))
         self._wal.append(first_seq, count, chained.lines)  # durable from here on: acknowledge
-        self._stage(
-            table, event_ids if all_new else [event_ids[p] for p in new_positions], first_seq
-        )
+        try:
+            filling.result()
+            columns = gathering.table()
+            if not all_new:
+                columns = columns.take(pa.array(new_positions, pa.int64()))
+            prev_hashes = np.concatenate(
+                [np.frombuffer(self._last_hash, np.uint8)[None, :], chained.hashes[:-1]]
+            )
+            table = _assigned(columns, self.writer_id, first_seq, observed_micros)
+            table = _with_hashes(table, (prev_hashes, chained.leaves, chained.hashes))
+            new_ids = event_ids if all_new else [event_ids[p] for p in new_positions]
+            self._stage(table, new_ids, first_seq)
+        except BaseException as err:
+            self._abandon()
+            raise LedgerError(
+                f"writer log {self.writer_id}: the batch at seq {first_seq} is durable in the "
+                f"WAL but could not be staged ({err!r}); the log was released, and reopening "
+                "the ledger recovers it"
+            ) from err
         self._last_hash = chained.hashes[-1].tobytes()
         self._next_seq = first_seq + count
         if self._pending_rows >= FLUSH_ROWS or self._wal.length >= FLUSH_WAL_BYTES:
@@ -390,6 +404,16 @@ class WriterLog:
         journal.unlink()
         fsync_dir(self.layout.directory)
 
+    def _abandon(self) -> None:
+        """Release the log without flushing: what is staged is also in the WAL, which recovery
+        replays, while a flush would retire WAL files the staged tables do not fully cover."""
+        self._join_flusher()
+        if self._wal is not None:
+            self._wal.close()
+            self._wal = None
+        self._gatherer.shutdown()
+        os.close(self._lock_fd)
+
     def close(self) -> None:
         """Flush and release the writer log's lock."""
         if self._wal is None:
@@ -402,6 +426,7 @@ class WriterLog:
             if self._wal.length == 0:
                 self._wal.path.unlink(missing_ok=True)
             self._wal = None
+            self._gatherer.shutdown()
             os.close(self._lock_fd)
 
 
