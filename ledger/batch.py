@@ -17,7 +17,7 @@ import orjson
 import pyarrow as pa
 
 from .errors import BatchTooLargeError
-from .events import validate_batch
+from .events import SERIALISE_OPTIONS, validate_batch
 
 if TYPE_CHECKING:
     from .ingest import ParsedBatch
@@ -44,18 +44,20 @@ class CheckedBatch:
 def check_batch(records: Sequence[object], locations: Sequence[str] | None = None) -> CheckedBatch:
     """Validate a batch (all or nothing), raising ValidationError that names record and field."""
     # Imported here: numba's import (~0.1 s) is only for commands that write.
-    from .ingest import SERIALISE_OPTIONS, parse_batch
+    from .ingest import parse_batch
 
     listed = records if isinstance(records, list | tuple) else list(records)
+    if set(map(type, listed)) != {dict}:  # e.g. an orjson.Fragment standing for several records
+        return normalise(listed, locations)
     try:
         text = orjson.dumps(listed, option=SERIALISE_OPTIONS)
     except TypeError:  # a value orjson has no form for: the validator names or normalises it
-        return normalise(records, locations)
+        return normalise(listed, locations)
     _check_size(text, len(listed))
     parsed = parse_batch(text, len(listed))
     if parsed is None:
-        return normalise(records, locations)
-    return CheckedBatch(records, parsed)
+        return normalise(listed, locations)
+    return CheckedBatch(listed, parsed)
 
 
 def normalise(records: Sequence[object], locations: Sequence[str] | None = None) -> CheckedBatch:

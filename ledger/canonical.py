@@ -7,6 +7,7 @@ would order differently from code points). Tests hold the fast path to the refer
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -109,8 +110,15 @@ def reference_event_bytes(fields: Mapping[str, Any]) -> bytes:
     """The same bytes as ``canonical_event_bytes``, produced by the rfc8785 reference."""
     plain = dict(fields)
     if "attrs" in plain:
-        plain["attrs"] = orjson.loads(plain["attrs"])
+        # Canonical attrs hold integers only within the safe range: a longer integer token is a
+        # float written in full (1e17 is "100000000000000000"), and must stay one.
+        plain["attrs"] = json.loads(plain["attrs"], parse_int=_int_or_float)
     return bytes(rfc8785.dumps(plain))
+
+
+def _int_or_float(token: str) -> int | float:
+    number = int(token)
+    return number if -MAX_SAFE_INTEGER <= number <= MAX_SAFE_INTEGER else float(token)
 
 
 def parse_timestamp(value: object) -> str:

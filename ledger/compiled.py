@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 
 import numba
 import numpy as np
+from llvmlite import ir  # type: ignore[import-untyped]
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
@@ -20,6 +21,7 @@ __all__ = [
     "copy_bytes",
     "inline",
     "jit",
+    "plain_run",
     "put_bytes",
     "put_digits",
     "put_int",
@@ -89,6 +91,69 @@ copy_bytes = cast(Callable[[Any, int, Any, int, int], None], intrinsic(_copy_byt
 """``out[at:at + count] = source[start:start + count]`` as one memcpy (byte arrays), for the
 compiled loops: a loop numba compiles copies about a byte a nanosecond, memcpy several times
 faster."""
+
+
+def _load_word(typing_context: Any, data: Any, at: Any) -> tuple[Any, Callable[..., Any]]:
+    signature = types.uint64(data, at)
+
+    def generate(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        position = context.cast(builder, args[1], sig.args[1], types.intp)
+        address = builder.bitcast(builder.gep(array.data, [position]), ir.IntType(64).as_pointer())
+        return builder.load(address, align=1)
+
+    return signature, generate
+
+
+def _trailing_zeros(typing_context: Any, word: Any) -> tuple[Any, Callable[..., Any]]:
+    signature = types.uint64(types.uint64)
+
+    def generate(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return signature, generate
+
+
+_load_word_at = cast(Callable[[Any, int], Any], intrinsic(_load_word))  # 8 bytes, little endian
+_lowest_bit = cast(Callable[[Any], int], intrinsic(_trailing_zeros))
+
+_ONES = np.uint64(0x0101010101010101)
+_HIGHS = np.uint64(0x8080808080808080)
+_QUOTES = np.uint64(0x2222222222222222)
+_BACKSLASHES = np.uint64(0x5C5C5C5C5C5C5C5C)
+_DELETES = np.uint64(0x7F7F7F7F7F7F7F7F)
+_SPACES = np.uint64(0x2020202020202020)
+
+
+@inline
+def plain_run(data: Any, at: int, end: int, ascii_only: bool) -> int:
+    """The first position from ``at`` (before ``end``) of a byte a JSON string cannot hold as
+    it is: a quote, a backslash or a control character, and (``ascii_only``) DEL or any byte
+    over 0x7F; ``end`` if there is none. Eight bytes at a time (SWAR), which is what makes the
+    common case, a run of plain ASCII, cheap."""
+    while at + 8 <= end:
+        word = _load_word_at(data, at)
+        inverted = ~word
+        # A high bit flags a byte that is zero (after the xor) or below 0x20; borrows may flag
+        # bytes above the first such byte, never below it, so the lowest flag is exact.
+        flags = ((word ^ _QUOTES) - _ONES) & ~(word ^ _QUOTES)
+        flags |= ((word ^ _BACKSLASHES) - _ONES) & ~(word ^ _BACKSLASHES)
+        flags |= (word - _SPACES) & inverted
+        if ascii_only:
+            flags |= ((word ^ _DELETES) - _ONES) & ~(word ^ _DELETES)
+            flags |= word
+        flags &= _HIGHS
+        if flags != 0:
+            return at + (_lowest_bit(flags) >> 3)
+        at += 8
+    while at < end:
+        byte = data[at]
+        if byte == 34 or byte == 92 or byte < 0x20:  # noqa: PLR1714 - compiled as compares
+            return at
+        if ascii_only and byte >= 0x7F:
+            return at
+        at += 1
+    return end
 
 
 @inline

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+import math
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from .schema import (
 __all__ = [
     "MAX_ATTRS_BYTES",
     "MAX_TEXT_LENGTH",
+    "SERIALISE_OPTIONS",
     "Event",
     "json_view",
     "validate_batch",
@@ -43,6 +45,16 @@ _ACTION = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*\Z")
 _LOWER_HEX = re.compile(r"[0-9a-f]+\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LEDGER_ASSIGNED = {f.name for f in ASSIGNED_FIELDS} | set(HASH_COLUMNS)
+
+# How batches are serialised for checking: values orjson would write in a form of its own
+# (datetimes, dataclasses, subclasses of str, int, dict and list) raise instead, and the checks
+# here decide what they mean.
+SERIALISE_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 def _text(value: object) -> str:
@@ -188,26 +200,61 @@ def validate_event(record: object, index: int = 0, location: str = "") -> Event:
 def json_view(value: object) -> object:
     """A value as orjson writes it, where that differs from its Python type.
 
-    UUIDs become their text, enum members their value, tuples lists, and an ``orjson.Fragment``
-    the JSON it holds. Batches are checked on orjson's text of them (``ingest``), so the definition
-    reads values the same way.
+    Batches are checked on orjson's text of them (``ingest``), so the definition reads values the
+    same way: UUIDs become their text, enum members their value, tuples lists. A value holding an
+    ``orjson.Fragment`` (raw JSON, which may even stand for several members) is read back from
+    orjson's text of it, unless it also holds a float JSON has no form for (written as null).
     """
+    fragment, non_finite = _held(value)
+    if fragment and not non_finite:
+        try:
+            return orjson.loads(orjson.dumps(value, option=SERIALISE_OPTIONS))
+        except (TypeError, orjson.JSONDecodeError):
+            pass  # no JSON form: the checks name the value
+    return _plain(value)
+
+
+def _held(value: object) -> tuple[bool, bool]:
+    """Whether a value holds an orjson.Fragment, and whether it holds a NaN or infinity."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return False, False
+    if kind is float:
+        return False, not math.isfinite(value)  # type: ignore[arg-type]
+    if isinstance(value, orjson.Fragment):
+        return True, False
+    items: Iterable[object]
+    if isinstance(value, Mapping):
+        items = value.values()
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return False, False
+    fragment = non_finite = False
+    for item in items:
+        has_fragment, has_non_finite = _held(item)
+        fragment |= has_fragment
+        non_finite |= has_non_finite
+    return fragment, non_finite
+
+
+def _plain(value: object) -> object:
     kind = type(value)
     if kind is str or kind is int or kind is bool or kind is float or value is None:
         return value
     if kind is dict:
-        return {name: json_view(item) for name, item in value.items()}  # type: ignore[attr-defined]
+        return {name: _plain(item) for name, item in value.items()}  # type: ignore[attr-defined]
     if kind is list or kind is tuple:
-        return [json_view(item) for item in value]  # type: ignore[attr-defined]
+        return [_plain(item) for item in value]  # type: ignore[attr-defined]
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, enum.Enum):
-        return json_view(value.value)
+        return _plain(value.value)
     if isinstance(value, orjson.Fragment):
         try:
-            return orjson.loads(value.contents)
+            return orjson.loads(orjson.dumps(value))
         except orjson.JSONDecodeError:
-            return value  # not JSON: reported as the object it is
+            return value  # not one JSON value: reported as the object it is
     return value
 
 

@@ -20,21 +20,18 @@ import orjson
 import pyarrow as pa
 
 from .canonical import MAX_SAFE_INTEGER
-from .compiled import jit, put_bytes, put_int, put_time, scratch_buffer
-from .events import MAX_ATTRS_BYTES, MAX_ID_LENGTH, MAX_LIST_ITEMS, MAX_TEXT_LENGTH
+from .compiled import jit, plain_run, put_bytes, put_int, put_time, scratch_buffer
+from .events import (
+    MAX_ATTRS_BYTES,
+    MAX_ID_LENGTH,
+    MAX_LIST_ITEMS,
+    MAX_TEXT_LENGTH,
+    SERIALISE_OPTIONS,
+)
 from .rebuild import Chained, chained
 from .schema import ASSIGNED_FIELDS, CLIENT_FIELDS, ENUMS, SEGMENT_SCHEMA, Kind
 
 __all__ = ["SERIALISE_OPTIONS", "Gathering", "ParsedBatch", "parse_batch"]
-
-# Values orjson would write in a form of its own (datetimes, dataclasses, subclasses of str, int,
-# dict and list) raise instead: the validator decides what they mean.
-SERIALISE_OPTIONS = (
-    orjson.OPT_SORT_KEYS
-    | orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
 
 _ID, _TEXT, _ACTION, _ENUM, _HEX, _TIME, _BOOL, _INT, _LIST, _ATTRS = range(10)
 _CODES = {
@@ -158,7 +155,7 @@ def parse_batch(text: bytes, rows: int, trusted_attrs: bool = False) -> ParsedBa
     """Parse orjson's sorted-key text of ``rows`` records; None unless all are valid and canonical.
 
     ``trusted_attrs``: each attrs text was made by the canonical JSON serialiser (floats, nulls and
-    any member names allowed), so only its grammar and size are checked.
+    any member names allowed), so only its JSON grammar, depth and size are checked.
     """
     data = np.frombuffer(text, np.uint8)
     fields = len(_FIELDS)
@@ -365,11 +362,12 @@ def _scan_string(text: Any, at: int, end: int) -> tuple[int, int]:
     at += 1
     flags = 0
     while at < end:
+        at = plain_run(text, at, end, True)
+        if at >= end:
+            break
         byte = text[at]
         kind = _CLASSES[byte]
-        if kind == _PLAIN:
-            at += 1
-        elif kind == _QUOTE:
+        if kind == _QUOTE:
             return at, flags
         elif kind == _BACKSLASH:
             flags |= _ESCAPED
@@ -542,6 +540,13 @@ def _time_micros(text: Any, start: int, end: int) -> int:
 
 
 @jit
+def _digits_end(text: Any, at: int, end: int) -> int:
+    while at < end and 48 <= text[at] <= 57:
+        at += 1
+    return at
+
+
+@jit
 def _number_end(text: Any, at: int, end: int, trusted: bool) -> int:
     """The end of the number at ``at``: -1 unless an integer within ±(2^53-1) in canonical form
     (any JSON number when ``trusted``)."""
@@ -549,19 +554,29 @@ def _number_end(text: Any, at: int, end: int, trusted: bool) -> int:
     if text[at] == 45:  # -
         at += 1
     digits_start = at
-    while at < end and 48 <= text[at] <= 57:
-        at += 1
+    at = _digits_end(text, at, end)
     digits = at - digits_start
-    if digits == 0:
-        return -1
-    if trusted:
-        while at < end and (48 <= text[at] <= 57 or text[at] in (43, 45, 46, 69, 101)):
+    if digits == 0 or (text[digits_start] == 48 and digits > 1):
+        return -1  # no digits, or a leading zero
+    if trusted:  # JSON's grammar: -?int(.digits)?([eE][+-]?digits)?
+        if at < end and text[at] == 46:  # .
+            fraction_end = _digits_end(text, at + 1, end)
+            if fraction_end == at + 1:
+                return -1
+            at = fraction_end
+        if at < end and (text[at] == 69 or text[at] == 101):
             at += 1
+            if at < end and (text[at] == 43 or text[at] == 45):
+                at += 1
+            exponent_end = _digits_end(text, at, end)
+            if exponent_end == at:
+                return -1
+            at = exponent_end
         return at
     if at < end and text[at] in (46, 69, 101):  # a fraction or exponent: a float
         return -1
-    if text[digits_start] == 48 and (digits > 1 or digits_start > start):
-        return -1  # a leading zero, or -0
+    if text[digits_start] == 48 and digits_start > start:
+        return -1  # -0
     if digits > _SAFE_DIGITS or _digits(text, digits_start, digits) > MAX_SAFE_INTEGER:
         return -1
     return at
@@ -623,7 +638,10 @@ def _attrs_end(text: Any, at: int, end: int, trusted: bool, keys: Any) -> int:
                 expect = 4
             elif byte == 123 or byte == 91:  # noqa: PLR1714 - compiled as two compares
                 depth += 1
-                if depth > _MAX_DEPTH:
+                # Values may be 64 deep: a container that deep must be empty.
+                if depth > _MAX_DEPTH or (
+                    depth == _MAX_DEPTH and (at + 1 >= end or text[at + 1] != byte + 2)
+                ):
                     return -1
                 containers[depth] = byte
                 keys[depth, 0] = -1
@@ -702,7 +720,7 @@ def _text_value_valid(
     if flags & _ESCAPED:
         return False
     if kind == _ACTION:
-        return _action_valid(text, start, close)
+        return close - start <= MAX_TEXT_LENGTH and _action_valid(text, start, close)
     if kind == _HEX:
         if close - start != hex_length:
             return False

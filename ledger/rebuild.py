@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .compiled import inline, jit, put_bytes, put_int, put_time, scratch_buffer
+from .compiled import inline, jit, plain_run, put_bytes, put_int, put_time, scratch_buffer
 from .hashing import chain_hash
 from .schema import CANONICAL_FIELDS, Kind
 
@@ -249,12 +249,15 @@ class _Columns:
 def _put_string(out: Any, at: int, data: Any, start: int, end: int, short: Any, hexd: Any) -> int:
     out[at] = 34  # "
     at += 1
-    for i in range(start, end):
-        byte = data[i]
-        if byte >= 0x20 and byte != 34 and byte != 92:  # noqa: PLR1714 - compiled as two compares
-            out[at] = byte
-            at += 1
-        elif byte >= 0x20:  # " or \
+    i = start
+    while i < end:
+        plain_end = plain_run(data, i, end, False)  # copied as it is, in one go
+        at = put_bytes(out, at, data, i, plain_end)
+        if plain_end == end:
+            break
+        byte = data[plain_end]
+        i = plain_end + 1
+        if byte >= 0x20:  # " or \
             out[at] = 92
             out[at + 1] = byte
             at += 2

@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .batch import CheckedBatch, check_batch
 from .durable import fsync_dir, write_atomically
@@ -26,6 +27,7 @@ from .errors import CorruptLedgerError, LedgerError, WriterBusyError
 from .hashing import ZERO_HASH
 from .idindex import IdIndex, id_keys
 from .idlookup import find_rows, index_path
+from .keyset import KeySet
 from .layout import WriterLayout, new_writer_id, scan_wal_files, table_from_lines, try_lock
 from .receipts import Receipts
 from .schema import HASH_COLUMNS, SEGMENT_SCHEMA
@@ -56,10 +58,10 @@ class WriterLog:
         self._last_hash = ZERO_HASH
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
-        self._pending_ids: dict[str, int] = {}  # event_id -> seq, for the pending tables' events
+        self._pending_keys = KeySet()  # event_id keys of the pending tables' events
         self._retiring: list[Path] = []  # WAL files whose events the pending tables hold
         self._inflight: list[pa.Table] = []  # tables the flush thread is writing
-        self._inflight_ids: dict[str, int] = {}
+        self._inflight_keys = KeySet()
         self._flusher: threading.Thread | None = None
         self._flush_error: BaseException | None = None
         self._wal: WriteAheadLog | None = None
@@ -143,7 +145,8 @@ class WriterLog:
                         f"starts at seq {frame.first_seq}, expected {self._next_seq}"
                     )
                 table = table_from_lines(frame.lines, self._last_hash)
-                self._stage(table, table.column("event_id").to_pylist(), frame.first_seq)
+                self._pending_keys.add(id_keys(pl.Series(table.column("event_id"))))
+                self._stage(table)
                 self._last_hash = table.column("hash")[-1].as_py()
                 self._next_seq = frame.last_seq + 1
             self._retiring.append(path)
@@ -191,8 +194,9 @@ class WriterLog:
     def _append_checked(self, checked: CheckedBatch) -> Receipts:
         if self._wal is None:
             raise LedgerError("the writer log is closed")
-        event_ids: list[str] = checked.parsed.column("event_id").to_pylist()
-        new_positions, stored = self._new_positions(event_ids)
+        ids = checked.parsed.column("event_id")
+        event_ids: list[str] = ids.to_pylist()
+        new_positions, stored = self._new_positions(event_ids, id_keys(pl.Series(ids)))
         first_seq = self._next_seq
         count = len(new_positions)
         if not count:
@@ -220,8 +224,7 @@ class WriterLog:
             )
             table = _assigned(columns, self.writer_id, first_seq, observed_micros)
             table = _with_hashes(table, (prev_hashes, chained.leaves, chained.hashes))
-            new_ids = event_ids if all_new else [event_ids[p] for p in new_positions]
-            self._stage(table, new_ids, first_seq)
+            self._stage(table)
         except BaseException as err:
             self._abandon()
             raise LedgerError(
@@ -266,11 +269,25 @@ class WriterLog:
             hashes[row] = np.frombuffer(digest, np.uint8)
         return Receipts(self.writer_id, event_ids, seq_of.tolist(), hashes, duplicate)
 
-    def _new_positions(self, event_ids: list[str]) -> tuple[list[int], dict[str, Stored]]:
+    def _new_positions(
+        self, event_ids: list[str], keys: np.ndarray
+    ) -> tuple[list[int], dict[str, Stored]]:
         """Which records are new (first of their event_id), and the receipts of the others."""
-        stored = self._find_stored(event_ids)
-        if not stored and len(set(event_ids)) == len(event_ids):
-            return list(range(len(event_ids))), stored  # the common case: all new
+        # Maybe seen: among the unflushed events, earlier in this batch, or in the segments. The
+        # keys go in now; one left behind by a failed append is only a "maybe" confirmed below.
+        maybe = self._pending_keys.add(keys) | self._inflight_keys.contains(keys)
+        with self._state:
+            if self._segments:
+                if self._index is None:
+                    self._index = self._build_index()
+                maybe |= self._index.maybe_contains(keys)
+        if not maybe.any():
+            return list(range(len(event_ids))), {}  # the common case: all new
+        candidates = sorted({event_ids[i] for i in np.flatnonzero(maybe)})
+        stored = self._lookup_unflushed(candidates)
+        unconfirmed = [i for i in candidates if i not in stored]
+        if unconfirmed and self._segments:
+            stored.update(self._lookup_flushed(unconfirmed))
         positions: list[int] = []
         seen: set[str] = set()
         for position, event_id in enumerate(event_ids):
@@ -279,34 +296,19 @@ class WriterLog:
                 seen.add(event_id)
         return positions, stored
 
-    def _stage(self, table: pa.Table, ids: list[str], first_seq: int) -> None:
-        self._pending_ids.update(zip(ids, range(first_seq, first_seq + len(ids)), strict=True))
+    def _stage(self, table: pa.Table) -> None:
         self._pending.append(table)
         self._pending_rows += table.num_rows
 
-    def _find_stored(self, event_ids: list[str]) -> dict[str, Stored]:
+    def _lookup_unflushed(self, event_ids: list[str]) -> dict[str, Stored]:
+        """(seq, hash) of those event_ids the pending or in-flight tables hold."""
+        wanted = pa.array(event_ids, pa.string())
         found: dict[str, Stored] = {}
-        for known in (self._pending_ids, self._inflight_ids):
-            if known and not known.keys().isdisjoint(event_ids):
-                found.update((i, self._unflushed(known[i])) for i in event_ids if i in known)
-        with self._state:
-            if not self._segments:
-                return found
-            if self._index is None:
-                self._index = self._build_index()
-            maybe = self._index.maybe_contains(id_keys(event_ids))
-            candidates = [event_ids[i] for i in maybe.nonzero()[0] if event_ids[i] not in found]
-            if candidates:
-                found.update(self._lookup_flushed(candidates))
-        return found
-
-    def _unflushed(self, seq: int) -> Stored:
-        """(seq, hash) of an event in the pending or in-flight tables."""
         for table in [*self._inflight, *self._pending]:
-            first = table.column("seq")[0].as_py()
-            if first <= seq < first + table.num_rows:
-                return seq, table.column("hash")[seq - first].as_py()
-        raise LedgerError(f"seq {seq} of writer log {self.writer_id} is not staged")  # a bug
+            rows = table.filter(pc.is_in(table.column("event_id"), value_set=wanted))
+            for row in rows.select(["event_id", "seq", "hash"]).to_pylist():
+                found.setdefault(row["event_id"], (row["seq"], row["hash"]))
+        return found
 
     def _build_index(self) -> IdIndex:
         index = IdIndex()
@@ -338,8 +340,9 @@ class WriterLog:
             tables, retiring = self._pending, [*self._retiring, self._wal.path]
             self._wal.close()
             self._wal = WriteAheadLog(self.layout.wal_file(self._next_seq))
-            self._inflight, self._inflight_ids = tables, self._pending_ids
-            self._pending, self._pending_rows, self._pending_ids, self._retiring = [], 0, {}, []
+            self._inflight, self._inflight_keys = tables, self._pending_keys
+            self._pending, self._pending_rows, self._retiring = [], 0, []
+            self._pending_keys = KeySet()
             self._flusher = threading.Thread(
                 target=self._write_segment, args=(tables, retiring), daemon=True
             )
@@ -361,7 +364,7 @@ class WriterLog:
                 self._segments.append(segment)
                 if self._index is not None:
                     self._index.add(id_keys(table.column("event_id").combine_chunks()))
-            self._inflight, self._inflight_ids = [], {}
+            self._inflight, self._inflight_keys = [], KeySet()
             self._compact()
         except BaseException as err:  # kept for the appender: the events are safe in the WAL
             self._flush_error = err
