@@ -12,6 +12,8 @@ normalises the values; the normalised batch then passes here.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,7 @@ from .events import (
 from .rebuild import Chained, chained
 from .schema import ASSIGNED_FIELDS, CLIENT_FIELDS, ENUMS, SEGMENT_SCHEMA, Kind
 
-__all__ = ["SERIALISE_OPTIONS", "Gathering", "ParsedBatch", "parse_batch"]
+__all__ = ["SERIALISE_OPTIONS", "Gathering", "ParsedBatch", "parse_batch", "parse_parts", "worker"]
 
 _ID, _TEXT, _ACTION, _ENUM, _HEX, _TIME, _BOOL, _INT, _LIST, _ATTRS = range(10)
 _CODES = {
@@ -157,46 +159,95 @@ def parse_batch(text: bytes, rows: int, trusted_attrs: bool = False) -> ParsedBa
     ``trusted_attrs``: each attrs text was made by the canonical JSON serialiser (floats, nulls and
     any member names allowed), so only its JSON grammar, depth and size are checked.
     """
-    data = np.frombuffer(text, np.uint8)
+    return parse_parts([(text, rows)], trusted_attrs)
+
+
+def parse_parts(
+    parts: Sequence[tuple[bytes, int]], trusted_attrs: bool = False
+) -> ParsedBatch | None:
+    """Parse orjson's texts of consecutive slices of a batch as one batch (see ``parse_batch``).
+
+    The slices are parsed at once, each on its own thread (the compiled loop releases the GIL).
+    """
+    texts = [text for text, _ in parts]
+    data = np.frombuffer(texts[0] if len(texts) == 1 else b"".join(texts), np.uint8)
+    counts = [count for _, count in parts]
+    rows = sum(counts)
     fields = len(_FIELDS)
     starts = np.zeros((rows, fields), np.int64)
     ends = np.zeros((rows, fields), np.int64)
     values = np.zeros((rows, fields), np.int64)
     present = np.zeros((rows, fields), np.uint8)
-    escaped = np.zeros(fields, np.uint8)
-    lengths = np.zeros(fields, np.int64)
+    escaped = np.zeros((len(parts), fields), np.uint8)
+    lengths = np.zeros((len(parts), fields), np.int64)
     bounds = np.empty((rows, 2), np.int64)
     inserts = np.empty((rows, 3), np.int64)
-    capacity = 4 * rows + 64
+    text_starts = np.cumsum([0, *map(len, texts)])
+    row_starts = np.cumsum([0, *counts])
+    capacities = [4 * count + 64 for count in counts]
     while True:
-        item_starts = np.empty(capacity, np.int64)
-        item_ends = np.empty(capacity, np.int64)
-        outcome = _parse(
-            data,
-            rows,
-            *_TABLES,
-            trusted_attrs,
-            bounds,
-            inserts,
-            starts,
-            ends,
-            values,
-            present,
-            escaped,
-            lengths,
-            item_starts,
-            item_ends,
-        )
-        if outcome != _MORE_ITEMS:
+        item_bases = np.cumsum([0, *capacities])
+        item_starts = np.empty(int(item_bases[-1]), np.int64)
+        item_ends = np.empty(int(item_bases[-1]), np.int64)
+
+        def parse(
+            part: int,
+            item_bases: np.ndarray = item_bases,
+            item_starts: np.ndarray = item_starts,
+            item_ends: np.ndarray = item_ends,
+        ) -> int:
+            return int(
+                _parse(
+                    data,
+                    text_starts[part],
+                    text_starts[part + 1],
+                    row_starts[part],
+                    counts[part],
+                    item_bases[part],
+                    item_bases[part + 1],
+                    *_TABLES,
+                    trusted_attrs,
+                    bounds,
+                    inserts,
+                    starts,
+                    ends,
+                    values,
+                    present,
+                    escaped[part],
+                    lengths[part],
+                    item_starts,
+                    item_ends,
+                )
+            )
+
+        others = [worker().submit(parse, part) for part in range(1, len(parts))]
+        outcomes = [parse(0), *(other.result() for other in others)]
+        if _REFUSED in outcomes:
+            return None
+        if _MORE_ITEMS not in outcomes:
             break
-        capacity = len(data) // 3 + 1  # an item takes at least `"",`
+        capacities = [len(text) // 3 + 1 for text in texts]  # an item takes at least `"",`
         present[:] = 0
         escaped[:] = 0
         lengths[:] = 0
-    if outcome != _ACCEPTED:
-        return None
-    found = _Found(data, starts, ends, values, present, escaped, lengths, item_starts, item_ends)
+    found = _Found(
+        data,
+        starts,
+        ends,
+        values,
+        present,
+        escaped.max(axis=0),
+        lengths.sum(axis=0),
+        item_starts,
+        item_ends,
+    )
     return ParsedBatch(data, bounds, inserts, found)
+
+
+@functools.cache
+def worker() -> ThreadPoolExecutor:
+    """The thread that takes a share of the compiled work (parsing, gathering, hashing)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="chainsight-ingest")
 
 
 @dataclass(frozen=True)
@@ -737,7 +788,12 @@ def _text_value_valid(
 @jit
 def _parse(
     text: Any,
+    start: int,
+    end: int,
+    first_row: int,
     rows: int,
+    item_base: int,
+    item_limit: int,
     names: Any,
     name_offsets: Any,
     kinds: Any,
@@ -759,22 +815,22 @@ def _parse(
     item_starts: Any,
     item_ends: Any,
 ) -> int:
-    """Check orjson's text of ``rows`` records and record where each value lies.
+    """Check orjson's text of ``rows`` records, ``text[start:end]``, and record where each value
+    lies, as rows ``first_row`` on (list items from ``item_base``, below ``item_limit``).
 
     Returns _ACCEPTED, _REFUSED (something is invalid or not canonical), or _MORE_ITEMS (the item
     arrays are too small).
     """
-    end = len(text)
     fields = len(kinds)
     keys = np.empty((_MAX_DEPTH + 2, 3), np.int64)
-    items = 0
-    if end < 2 or text[0] != 91:  # [
+    items = item_base
+    if end - start < 2 or text[start] != 91:  # [
         return _REFUSED
-    at = 1
+    at = start + 1
     if rows == 0:
-        return _ACCEPTED if end == 2 and text[1] == 93 else _REFUSED
-    for row in range(rows):
-        if row > 0:
+        return _ACCEPTED if end - start == 2 and text[at] == 93 else _REFUSED
+    for row in range(first_row, first_row + rows):
+        if row > first_row:
             if at >= end or text[at] != 44:
                 return _REFUSED
             at += 1
@@ -851,7 +907,7 @@ def _parse(
                         return _REFUSED
                     if not _not_longer(text, at + 1, close, MAX_TEXT_LENGTH):
                         return _REFUSED
-                    if items == len(item_starts):
+                    if items == item_limit:
                         return _MORE_ITEMS
                     item_starts[items] = at + 1
                     item_ends[items] = close

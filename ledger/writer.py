@@ -447,10 +447,10 @@ def _assigned(client: pa.Table, writer_id: str, first_seq: int, observed_micros:
     """New events' client columns plus the ledger's own: every field the canonical bytes cover."""
     count = client.num_rows
     assigned = {
-        "writer_id": pa.array([writer_id] * count, pa.string()),
-        "seq": pa.array(range(first_seq, first_seq + count), pa.int64()),
-        "observed_time": pa.array([observed_micros] * count, pa.int64()).cast(
-            SEGMENT_SCHEMA.field("observed_time").type
+        "writer_id": pa.repeat(pa.scalar(writer_id, pa.string()), count),
+        "seq": pa.array(np.arange(first_seq, first_seq + count, dtype=np.int64)),
+        "observed_time": pa.repeat(
+            pa.scalar(observed_micros, SEGMENT_SCHEMA.field("observed_time").type), count
         ),
     }
     columns = [assigned[n] if n in assigned else client.column(n) for n in _ASSIGNED_NAMES]
