@@ -19,15 +19,49 @@ from sample_data import SimulationConfig, iter_events
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def events(count: int, seed: int = 7) -> Iterator[dict[str, Any]]:
-    """Realistic agent events from the simulator (arrival order, with late ones and retries)."""
-    return iter_events(SimulationConfig(events=count, seed=seed, duplicate_fraction=0.0))
+# The issue's append and verify targets are for events "of realistic size (~400 B canonical)".
+# The simulator's events also carry OpenTelemetry trace context, credential details and delegation
+# (~760 B canonical); without those fields they are ~400 B. Benchmarks report both sizes.
+COMPACT_DROPPED = frozenset(
+    {
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "caused_by",
+        "principal",
+        "credential_id",
+        "credential_scopes",
+        "credential_expires_at",
+        "scope_used",
+        "on_behalf_of",
+        "task_id",
+    }
+)
+SIZES = ("compact", "full")
 
 
-def batches(count: int, size: int, seed: int = 7) -> Iterator[list[dict[str, Any]]]:
+def events(count: int, seed: int = 7, size: str = "full") -> Iterator[dict[str, Any]]:
+    """Realistic agent events from the simulator (arrival order, with late ones and retries).
+
+    ``size="compact"``: without the fields in COMPACT_DROPPED (~400 B canonical, not ~760 B).
+    """
+    simulated = iter_events(SimulationConfig(events=count, seed=seed, duplicate_fraction=0.0))
+    if size == "full":
+        return simulated
+    return ({k: v for k, v in e.items() if k not in COMPACT_DROPPED} for e in simulated)
+
+
+def ledger_path(count: int, size: str) -> Path:
+    """Where the benchmark ledger of ``count`` events of ``size`` is kept."""
+    return OUT / (f"ledger-{count}" if size == "full" else f"ledger-{count}-{size}")
+
+
+def batches(
+    count: int, size: int, seed: int = 7, event_size: str = "full"
+) -> Iterator[list[dict[str, Any]]]:
     """The simulator's events in lists of ``size``."""
     batch: list[dict[str, Any]] = []
-    for event in events(count, seed):
+    for event in events(count, seed, event_size):
         batch.append(event)
         if len(batch) == size:
             yield batch
@@ -36,7 +70,7 @@ def batches(count: int, size: int, seed: int = 7) -> Iterator[list[dict[str, Any
         yield batch
 
 
-def build_ledger(path: Path, count: int, seed: int = 7) -> float:
+def build_ledger(path: Path, count: int, seed: int = 7, size: str = "full") -> float:
     """Build a benchmark ledger of ``count`` simulated events unless a complete one is there.
 
     Returns the build's events/s (0 when reused). Kept under bench/out/ between runs.
@@ -50,7 +84,7 @@ def build_ledger(path: Path, count: int, seed: int = 7) -> float:
     shutil.rmtree(path, ignore_errors=True)
     ledger = Ledger.init(path)
     started = time.perf_counter()
-    for batch in batches(count, 10_000, seed):
+    for batch in batches(count, 10_000, seed, size):
         ledger.append(batch)
     ledger.close()
     rate = count / (time.perf_counter() - started)

@@ -105,6 +105,20 @@ def _load_word(typing_context: Any, data: Any, at: Any) -> tuple[Any, Callable[.
     return signature, generate
 
 
+def _store_word(
+    typing_context: Any, data: Any, at: Any, word: Any
+) -> tuple[Any, Callable[..., None]]:
+    signature = types.void(data, at, types.uint64)
+
+    def generate(context: Any, builder: Any, sig: Any, args: Any) -> None:
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        position = context.cast(builder, args[1], sig.args[1], types.intp)
+        address = builder.bitcast(builder.gep(array.data, [position]), ir.IntType(64).as_pointer())
+        builder.store(args[2], address, align=1)
+
+    return signature, generate
+
+
 def _trailing_zeros(typing_context: Any, word: Any) -> tuple[Any, Callable[..., Any]]:
     signature = types.uint64(types.uint64)
 
@@ -115,6 +129,7 @@ def _trailing_zeros(typing_context: Any, word: Any) -> tuple[Any, Callable[..., 
 
 
 _load_word_at = cast(Callable[[Any, int], Any], intrinsic(_load_word))  # 8 bytes, little endian
+_store_word_at = cast(Callable[[Any, int, Any], None], intrinsic(_store_word))
 _lowest_bit = cast(Callable[[Any], int], intrinsic(_trailing_zeros))
 
 _ONES = np.uint64(0x0101010101010101)
@@ -158,14 +173,23 @@ def plain_run(data: Any, at: int, end: int, ascii_only: bool) -> int:
 
 @inline
 def put_bytes(out: Any, at: int, source: Any, start: int, end: int) -> int:
-    """Copy ``source[start:end]`` to ``out`` at ``at``; returns where the copy ends."""
-    if end - start >= 16:
-        copy_bytes(out, at, source, start, end - start)
-        return at + end - start
-    for i in range(start, end):
-        out[at] = source[i]
-        at += 1
-    return at
+    """Copy ``source[start:end]`` to ``out`` at ``at``; returns where the copy ends.
+
+    Short copies go eight bytes at a time and may write up to seven bytes past the end (never
+    past ``out``'s): the writers here fill their output in order, so the next write covers them.
+    """
+    count = end - start
+    if count >= 64:
+        copy_bytes(out, at, source, start, count)
+        return at + count
+    done = 0
+    while done < count and start + done + 8 <= len(source) and at + done + 8 <= len(out):
+        _store_word_at(out, at + done, _load_word_at(source, start + done))
+        done += 8
+    while done < count:  # near the end of either array
+        out[at + done] = source[start + done]
+        done += 1
+    return at + count
 
 
 @inline

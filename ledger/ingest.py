@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,7 +150,7 @@ class ParsedBatch:
             out,
             offsets,
         )
-        return chained(out, offsets, prev)
+        return chained(out, offsets, prev, worker())
 
 
 def parse_batch(text: bytes, rows: int, trusted_attrs: bool = False) -> ParsedBatch | None:
@@ -294,6 +294,10 @@ class Gathering:
     lists: dict[int, tuple[_Copy, np.ndarray]]  # per list field: its items, and list offsets
     validity: np.ndarray  # (len(fields), bytes): each field's validity bits
     nulls: np.ndarray  # (len(fields),)
+
+    def start(self) -> Future[None]:
+        """``fill`` on the worker thread."""
+        return worker().submit(self.fill)
 
     def fill(self) -> None:
         """Copy every value into the column buffers."""

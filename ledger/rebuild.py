@@ -17,6 +17,7 @@ import ctypes.util
 import functools
 import hashlib
 import os
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,10 @@ _TIME_TEXT = len('"2026-01-01T00:00:00.000000Z"')
 _ESCAPE_WIDTH = len("\\u0000")
 
 
+_LEAVES, _CHAIN = 1, 2  # the steps of hashing a row
+_SHARED_ROWS = 2048  # from this many rows, a pool's thread hashes half the leaves
+
+
 @dataclass(frozen=True)
 class Rebuilt:
     """Per row: the leaf hash of the rebuilt canonical bytes and SHA-256(stored prev_hash || it).
@@ -79,17 +84,28 @@ class Chained:
     hashes: np.ndarray  # (rows, 32) uint8: hashes[i] = SHA-256(hashes[i - 1] || leaves[i])
 
 
-def chained(lines: np.ndarray, offsets: np.ndarray, prev: bytes) -> Chained:
+def chained(
+    lines: np.ndarray, offsets: np.ndarray, prev: bytes, pool: Executor | None = None
+) -> Chained:
     """Hash new canonical rows in a chain from ``prev``: leaf = SHA-256(0x00 || row).
 
     Row i is ``lines[offsets[i]:offsets[i + 1] - 1]``, each followed by a newline, so the rows
     joined by newlines (a WAL payload) are ``lines`` up to the last newline, without a copy.
+    With a ``pool``, half the leaves are hashed on its thread meanwhile.
     """
     rows = len(offsets) - 1
     leaves = np.empty((rows, 32), np.uint8)
     hashes = np.empty((rows, 32), np.uint8)
     start = np.frombuffer(prev, np.uint8).copy()
-    _hash(lines, offsets, start, leaves, hashes, linked=True, separated=True)
+    if pool is None or rows < _SHARED_ROWS:
+        _hash(lines, offsets, start, leaves, hashes, linked=True, separated=True)
+    else:
+        half = rows // 2
+        share = (lines, offsets[half:], start, leaves[half:], hashes[half:], True, True, _LEAVES)
+        other = pool.submit(_hash, *share)
+        _hash(lines, offsets[: half + 1], start, leaves[:half], hashes[:half], True, True, _LEAVES)
+        other.result()
+        _hash(lines, offsets, start, leaves, hashes, linked=True, separated=True, steps=_CHAIN)
     return Chained(lines.data[: max(int(offsets[rows]) - 1, 0)], leaves, hashes)
 
 
@@ -392,6 +408,7 @@ def _hash_rows(
     chained: Any,
     linked: bool,
     separated: bool,
+    steps: int,
     zero: Any,
     context: int,
     digest: int,
@@ -404,6 +421,7 @@ def _hash_rows(
     ``prev`` holds each row's stored prev_hash, or (``linked``) only the hash before the first
     row, each row then following the one before. ``separated`` rows end with a newline and do not
     start with 0x00: the leaf hash covers 0x00 (from ``zero``) and the row without its newline.
+    ``steps`` says which hashes to compute: _LEAVES, _CHAIN (from the leaves there) or both.
     Returns how many OpenSSL calls failed.
     """
     failed = 0
@@ -420,17 +438,20 @@ def _hash_rows(
             prev_at = first_prev_at
         else:
             prev_at = chained_at + 32 * (row - 1)
-        ok = init(context, digest, 0)
-        length = offsets[row + 1] - offsets[row]
-        if separated:
-            ok &= update(context, zero_at, 1)
-            length -= 1
-        ok &= update(context, text_at + offsets[row], length)
-        ok &= final(context, leaves_at + 32 * row, 0)
-        ok &= init(context, digest, 0)
-        ok &= update(context, prev_at, 32)
-        ok &= update(context, leaves_at + 32 * row, 32)
-        ok &= final(context, chained_at + 32 * row, 0)
+        ok = 1
+        if steps & _LEAVES:
+            ok &= init(context, digest, 0)
+            length = offsets[row + 1] - offsets[row]
+            if separated:
+                ok &= update(context, zero_at, 1)
+                length -= 1
+            ok &= update(context, text_at + offsets[row], length)
+            ok &= final(context, leaves_at + 32 * row, 0)
+        if steps & _CHAIN:
+            ok &= init(context, digest, 0)
+            ok &= update(context, prev_at, 32)
+            ok &= update(context, leaves_at + 32 * row, 32)
+            ok &= final(context, chained_at + 32 * row, 0)
         if ok == 0:
             failed += 1
     return failed
@@ -444,17 +465,20 @@ def _hash(
     hashes: np.ndarray,
     linked: bool,
     separated: bool,
+    steps: int = 3,
 ) -> None:
     """Each row's leaf hash and chained hash (see ``_hash_rows``), by OpenSSL or else hashlib."""
-    if not _hash_with_openssl(text, offsets, prev, leaves, hashes, linked, separated):
-        view = text.data
-        before = prev.tobytes()[:32]
-        for row in range(len(offsets) - 1):
+    if _hash_with_openssl(text, offsets, prev, leaves, hashes, linked, separated, steps):
+        return
+    view = text.data
+    before = prev.tobytes()[:32]
+    for row in range(len(offsets) - 1):
+        if steps & _LEAVES:
             leaf_input = hashlib.sha256(b"\x00" if separated else b"")
             leaf_input.update(view[offsets[row] : offsets[row + 1] - (1 if separated else 0)])
-            leaf = leaf_input.digest()
-            before = chain_hash(before if linked else prev[row].tobytes(), leaf)
-            leaves[row] = np.frombuffer(leaf, np.uint8)
+            leaves[row] = np.frombuffer(leaf_input.digest(), np.uint8)
+        if steps & _CHAIN:
+            before = chain_hash(before if linked else prev[row].tobytes(), leaves[row].tobytes())
             hashes[row] = np.frombuffer(before, np.uint8)
 
 
@@ -469,6 +493,7 @@ def _hash_with_openssl(
     hashes: np.ndarray,
     linked: bool,
     separated: bool,
+    steps: int,
 ) -> bool:
     """Hash every row through OpenSSL's EVP interface; False when it cannot be used."""
     openssl = _openssl()
@@ -487,6 +512,7 @@ def _hash_with_openssl(
             hashes,
             linked,
             separated,
+            steps,
             _ZERO,
             context,
             digest,

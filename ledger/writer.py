@@ -12,7 +12,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +64,9 @@ class WriterLog:
         self._flusher: threading.Thread | None = None
         self._flush_error: BaseException | None = None
         self._wal: WriteAheadLog | None = None
-        self._gatherer = ThreadPoolExecutor(1, thread_name_prefix=f"gather-{self.writer_id}")
         try:
             self._recover()
         except BaseException:
-            self._gatherer.shutdown()
             os.close(lock_fd)
             raise
 
@@ -202,9 +199,6 @@ class WriterLog:
         if not count:
             return self._receipts(event_ids, new_positions, np.empty((0, 32), np.uint8), stored)
         all_new = count == len(event_ids)
-        # The columns are gathered on another thread while this one hashes and writes the WAL.
-        gathering = checked.parsed.gathering()
-        filling = self._gatherer.submit(gathering.fill)
         observed_micros = time.time_ns() // 1000
         chained = checked.parsed.chain(
             np.asarray(new_positions, np.int64),
@@ -213,6 +207,9 @@ class WriterLog:
             observed_micros,
             self._last_hash,
         )
+        # The columns are gathered on another thread while this one writes the WAL.
+        gathering = checked.parsed.gathering()
+        filling = gathering.start()
         self._wal.append(first_seq, count, chained.lines)  # durable from here on: acknowledge
         try:
             filling.result()
@@ -414,7 +411,6 @@ class WriterLog:
         if self._wal is not None:
             self._wal.close()
             self._wal = None
-        self._gatherer.shutdown()
         os.close(self._lock_fd)
 
     def close(self) -> None:
@@ -429,7 +425,6 @@ class WriterLog:
             if self._wal.length == 0:
                 self._wal.path.unlink(missing_ok=True)
             self._wal = None
-            self._gatherer.shutdown()
             os.close(self._lock_fd)
 
 
