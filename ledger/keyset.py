@@ -1,25 +1,34 @@
-"""A set of 64-bit event_id keys in an open-addressing table, filled and probed by compiled loops.
+"""The event_ids of a writer log, as a compiled open-addressing set of their 64-bit keys.
 
-The writer keeps the keys of the events not yet in segments here (a few hundred thousand at most):
-a batch's ten thousand ids are checked in well under a millisecond, where a Python dict of strings
-took several. A key that is present says "maybe": the caller confirms it against the events.
+A batch of ten thousand ids is checked in about a millisecond however large the log grows; the
+sorted-array index this replaces took 1.5 ms for each quarter-million flushed events, 14 ms at
+ten million. The cost is memory: 8 bytes a slot, at most 70% full (11 to 23 bytes an event). A
+key that is present says "maybe": two event_ids may share a key, so the caller confirms it
+against the stored events.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
+import pyarrow as pa
 
 from .compiled import jit
 
-__all__ = ["KeySet"]
+__all__ = ["KeySet", "id_keys"]
 
 _EMPTY = np.uint64(0)
-_ZERO_STANDS_IN = np.uint64(
-    1
-)  # key 0 marks an empty slot: it is stored as 1 (a "maybe" either way)
+_ZERO_STANDS_IN = np.uint64(1)  # key 0 marks an empty slot: it is stored as 1 (both "maybe")
+_MAX_LOAD = 0.7
+
+
+def id_keys(event_ids: Sequence[str] | pa.Array | pa.ChunkedArray) -> npt.NDArray[np.uint64]:
+    """64-bit keys of event_ids (stable within a process, which is all the set needs)."""
+    return pl.Series(event_ids, dtype=pl.String).hash(seed=0).to_numpy()
 
 
 class KeySet:
@@ -33,7 +42,7 @@ class KeySet:
         return self._count
 
     def add(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
-        """Add keys; for each, whether it was already there (or earlier among ``keys``)."""
+        """Add keys; for each, whether it was there already (or earlier among ``keys``)."""
         self._reserve(self._count + len(keys))
         seen = np.empty(len(keys), np.bool_)
         self._count += _add(self._slots, keys, seen)
@@ -46,26 +55,33 @@ class KeySet:
         return found
 
     def _reserve(self, count: int) -> None:
-        if count * 2 <= len(self._slots):
-            return
         size = len(self._slots)
-        while count * 2 > size:
+        while count > size * _MAX_LOAD:
             size *= 2
+        if size == len(self._slots):
+            return
         old = self._slots[self._slots != _EMPTY]
         self._slots = np.zeros(size, np.uint64)
         _add(self._slots, old, np.empty(len(old), np.bool_))
 
 
 @jit
-def _add(slots: Any, keys: Any, seen: Any) -> int:
-    """Insert keys with linear probing; returns how many were new."""
+def _slot(slots: Any, key: Any) -> Any:
+    """The slot holding ``key``, or the empty slot where it would go (linear probing)."""
     mask = np.uint64(len(slots) - 1)
+    slot = key & mask
+    while slots[slot] != _EMPTY and slots[slot] != key:
+        slot = (slot + np.uint64(1)) & mask
+    return slot
+
+
+@jit
+def _add(slots: Any, keys: Any, seen: Any) -> int:
+    """Insert keys; returns how many were new."""
     added = 0
     for i in range(len(keys)):
         key = keys[i] if keys[i] != _EMPTY else _ZERO_STANDS_IN
-        slot = key & mask
-        while slots[slot] != _EMPTY and slots[slot] != key:
-            slot = (slot + np.uint64(1)) & mask
+        slot = _slot(slots, key)
         seen[i] = slots[slot] == key
         if not seen[i]:
             slots[slot] = key
@@ -75,10 +91,6 @@ def _add(slots: Any, keys: Any, seen: Any) -> int:
 
 @jit
 def _contains(slots: Any, keys: Any, found: Any) -> None:
-    mask = np.uint64(len(slots) - 1)
     for i in range(len(keys)):
         key = keys[i] if keys[i] != _EMPTY else _ZERO_STANDS_IN
-        slot = key & mask
-        while slots[slot] != _EMPTY and slots[slot] != key:
-            slot = (slot + np.uint64(1)) & mask
-        found[i] = slots[slot] == key
+        found[i] = slots[_slot(slots, key)] == key

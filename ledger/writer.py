@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -24,9 +23,8 @@ from .batch import CheckedBatch, check_batch
 from .durable import fsync_dir, write_atomically
 from .errors import CorruptLedgerError, LedgerError, WriterBusyError
 from .hashing import ZERO_HASH
-from .idindex import IdIndex, id_keys
 from .idlookup import find_rows, index_path
-from .keyset import KeySet
+from .keyset import KeySet, id_keys
 from .layout import WriterLayout, new_writer_id, scan_wal_files, table_from_lines, try_lock
 from .receipts import Receipts
 from .schema import HASH_COLUMNS, SEGMENT_SCHEMA
@@ -52,15 +50,13 @@ class WriterLog:
         self._lock_fd = lock_fd
         self._state = threading.Lock()  # guards segments and index against the flush thread
         self._segments: list[SegmentFile] = []
-        self._index: IdIndex | None = None
+        self._keys: KeySet | None = None  # every event_id's key, built on the first append
         self._next_seq = 0
         self._last_hash = ZERO_HASH
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
-        self._pending_keys = KeySet()  # event_id keys of the pending tables' events
         self._retiring: list[Path] = []  # WAL files whose events the pending tables hold
         self._inflight: list[pa.Table] = []  # tables the flush thread is writing
-        self._inflight_keys = KeySet()
         self._flusher: threading.Thread | None = None
         self._flush_error: BaseException | None = None
         self._wal: WriteAheadLog | None = None
@@ -142,7 +138,6 @@ class WriterLog:
                         f"starts at seq {frame.first_seq}, expected {self._next_seq}"
                     )
                 table = table_from_lines(frame.lines, self._last_hash)
-                self._pending_keys.add(id_keys(pl.Series(table.column("event_id"))))
                 self._stage(table)
                 self._last_hash = table.column("hash")[-1].as_py()
                 self._next_seq = frame.last_seq + 1
@@ -193,7 +188,7 @@ class WriterLog:
             raise LedgerError("the writer log is closed")
         ids = checked.parsed.column("event_id")
         event_ids: list[str] = ids.to_pylist()
-        new_positions, stored = self._new_positions(event_ids, id_keys(pl.Series(ids)))
+        new_positions, stored = self._new_positions(event_ids, id_keys(ids))
         first_seq = self._next_seq
         count = len(new_positions)
         if not count:
@@ -270,21 +265,19 @@ class WriterLog:
         self, event_ids: list[str], keys: np.ndarray
     ) -> tuple[list[int], dict[str, Stored]]:
         """Which records are new (first of their event_id), and the receipts of the others."""
-        # Maybe seen: among the unflushed events, earlier in this batch, or in the segments. The
-        # keys go in now; one left behind by a failed append is only a "maybe" confirmed below.
-        maybe = self._pending_keys.add(keys) | self._inflight_keys.contains(keys)
-        with self._state:
-            if self._segments:
-                if self._index is None:
-                    self._index = self._build_index()
-                maybe |= self._index.maybe_contains(keys)
+        # Maybe seen: in the log, or earlier in this batch. The keys go in now; one a failed
+        # append leaves behind is only a "maybe", confirmed below like any other.
+        if self._keys is None:
+            self._keys = self._all_keys()
+        maybe = self._keys.add(keys)
         if not maybe.any():
             return list(range(len(event_ids))), {}  # the common case: all new
         candidates = sorted({event_ids[i] for i in np.flatnonzero(maybe)})
         stored = self._lookup_unflushed(candidates)
         unconfirmed = [i for i in candidates if i not in stored]
-        if unconfirmed and self._segments:
-            stored.update(self._lookup_flushed(unconfirmed))
+        with self._state:  # a compaction on the flush thread replaces segments under this lock
+            if unconfirmed and self._segments:
+                stored.update(self._lookup_flushed(unconfirmed))
         positions: list[int] = []
         seen: set[str] = set()
         for position, event_id in enumerate(event_ids):
@@ -307,12 +300,15 @@ class WriterLog:
                 found.setdefault(row["event_id"], (row["seq"], row["hash"]))
         return found
 
-    def _build_index(self) -> IdIndex:
-        index = IdIndex()
-        for segment in self._segments:
-            column = read_segment(segment, ["event_id"]).column("event_id").combine_chunks()
-            index.add(id_keys(pl.Series(column)))
-        return index
+    def _all_keys(self) -> KeySet:
+        """The keys of every event in the log: its segments' and the unflushed tables'."""
+        self._join_flusher()  # no flush or compaction moves events while they are read
+        ids = [read_segment(s, ["event_id"]).column("event_id") for s in self._segments]
+        ids += [table.column("event_id") for table in [*self._inflight, *self._pending]]
+        keys = KeySet(sum(map(len, ids)) * 2)
+        for column in ids:
+            keys.add(id_keys(column))
+        return keys
 
     def _lookup_flushed(self, event_ids: list[str]) -> dict[str, Stored]:
         """Confirm candidate event_ids through each segment's event_id index."""
@@ -337,9 +333,8 @@ class WriterLog:
             tables, retiring = self._pending, [*self._retiring, self._wal.path]
             self._wal.close()
             self._wal = WriteAheadLog(self.layout.wal_file(self._next_seq))
-            self._inflight, self._inflight_keys = tables, self._pending_keys
+            self._inflight = tables
             self._pending, self._pending_rows, self._retiring = [], 0, []
-            self._pending_keys = KeySet()
             self._flusher = threading.Thread(
                 target=self._write_segment, args=(tables, retiring), daemon=True
             )
@@ -357,11 +352,9 @@ class WriterLog:
             for path in retiring:
                 path.unlink()
             fsync_dir(self.layout.wal_dir)
-            with self._state:
+            with self._state:  # the events move from the in-flight tables to a segment at once
                 self._segments.append(segment)
-                if self._index is not None:
-                    self._index.add(id_keys(table.column("event_id").combine_chunks()))
-            self._inflight, self._inflight_keys = [], KeySet()
+                self._inflight = []
             self._compact()
         except BaseException as err:  # kept for the appender: the events are safe in the WAL
             self._flush_error = err
