@@ -9,7 +9,7 @@ normalised batch then passes the parser.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,7 @@ class CheckedBatch:
         return self.parsed.columns
 
 
-def check_batch(records: Sequence[object], locations: Sequence[str] | None = None) -> CheckedBatch:
+def check_batch(records: Iterable[object], locations: Sequence[str] | None = None) -> CheckedBatch:
     """Validate a batch (all or nothing), raising ValidationError that names record and field."""
     # Imported here: numba's import (~0.1 s) is only for commands that write.
     from .ingest import parse_parts

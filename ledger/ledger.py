@@ -135,8 +135,8 @@ class Ledger:
 
     @property
     def writer(self) -> WriterLog:
-        """This object's writer log, taken on first use."""
-        if self._writer is None:
+        """This object's writer log, taken on first use (and again after a failure released it)."""
+        if self._writer is None or self._writer.closed:  # released after a failure: recover it
             self._writer = self._acquire_writer()
         return self._writer
 
@@ -156,8 +156,8 @@ class Ledger:
     def flush(self) -> None:
         """Write this process's WAL-resident events to Parquet segments."""
         with self._lock:
-            if self._writer is not None:
-                self._writer.flush()
+            if self._writer is not None:  # one released after a failure is recovered first
+                self.writer.flush()
 
     def close(self) -> None:
         """Flush and release this process's writer log."""

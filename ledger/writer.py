@@ -57,6 +57,7 @@ class WriterLog:
         self._pending_rows = 0
         self._retiring: list[Path] = []  # WAL files whose events the pending tables hold
         self._inflight: list[pa.Table] = []  # tables the flush thread is writing
+        self._inflight_wal: list[Path] = []  # the WAL files those tables' events are in
         self._flusher: threading.Thread | None = None
         self._flush_error: BaseException | None = None
         self._wal: WriteAheadLog | None = None
@@ -91,6 +92,11 @@ class WriterLog:
         if fd is None:
             raise WriterBusyError(f"writer log {layout.writer_id} is held by another process")
         return cls(layout, fd)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the log was closed or released (after a failure, for recovery)."""
+        return self._wal is None
 
     @property
     def next_seq(self) -> int:
@@ -205,7 +211,14 @@ class WriterLog:
         # The columns are gathered on another thread while this one writes the WAL.
         gathering = checked.parsed.gathering()
         filling = gathering.start()
-        self._wal.append(first_seq, count, chained.lines)  # durable from here on: acknowledge
+        try:
+            self._wal.append(first_seq, count, chained.lines)  # durable from here on: acknowledge
+        except OSError as err:  # after a failed write or fsync, trust only what recovery reads
+            self._abandon()
+            raise LedgerError(
+                f"writer log {self.writer_id}: writing the WAL failed ({err}); the batch was not "
+                "acknowledged, and the log was released for recovery"
+            ) from err
         try:
             filling.result()
             columns = gathering.table()
@@ -333,7 +346,7 @@ class WriterLog:
             tables, retiring = self._pending, [*self._retiring, self._wal.path]
             self._wal.close()
             self._wal = WriteAheadLog(self.layout.wal_file(self._next_seq))
-            self._inflight = tables
+            self._inflight, self._inflight_wal = tables, retiring
             self._pending, self._pending_rows, self._retiring = [], 0, []
             self._flusher = threading.Thread(
                 target=self._write_segment, args=(tables, retiring), daemon=True
@@ -350,11 +363,11 @@ class WriterLog:
             segment = write_segment(self.layout.segments, table, first_seq)
             self._write_head(segment.last_seq, table.column("hash")[-1].as_py())
             for path in retiring:
-                path.unlink()
+                path.unlink(missing_ok=True)  # an earlier, failed attempt may have got this far
             fsync_dir(self.layout.wal_dir)
             with self._state:  # the events move from the in-flight tables to a segment at once
                 self._segments.append(segment)
-                self._inflight = []
+                self._inflight, self._inflight_wal = [], []
             self._compact()
         except BaseException as err:  # kept for the appender: the events are safe in the WAL
             self._flush_error = err
@@ -366,6 +379,12 @@ class WriterLog:
 
     def _raise_flush_error(self) -> None:
         if self._flush_error is not None:
+            # The failed flush's events are still in their WAL files: they are pending again, so
+            # the next flush writes them (and duplicates of them are still found).
+            self._pending = [*self._inflight, *self._pending]
+            self._pending_rows += sum(table.num_rows for table in self._inflight)
+            self._retiring = [*self._inflight_wal, *self._retiring]
+            self._inflight, self._inflight_wal = [], []
             error, self._flush_error = self._flush_error, None
             raise LedgerError(f"flushing writer log {self.writer_id} failed: {error}") from error
 
