@@ -131,6 +131,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def per_size(script: str, sizes: list[str], argv: list[str]) -> dict[str, Any]:
+    """Run ``script`` once per event size, each in a fresh process (a size measured after another
+    in the same process inherits its heap and page cache), and collect their figures."""
+    import subprocess
+
+    figures: dict[str, Any] = {}
+    for size in sizes:
+        command = [sys.executable, script, *argv, "--sizes", size]
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        figures.update(orjson.loads(done.stdout.strip().splitlines()[-1]))
+    return figures
+
+
 def emit(figures: dict[str, Any]) -> None:
     """Print the benchmark's one JSON line."""
     sys.stdout.write(orjson.dumps(figures).decode() + "\n")

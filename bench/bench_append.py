@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from _common import SIZES, batches, emit, peak_rss_mb
+from _common import SIZES, batches, emit, peak_rss_mb, per_size
 
 from ledger import Ledger
 
@@ -69,9 +69,6 @@ def measure(size: str, args: argparse.Namespace) -> dict[str, Any]:
         peer = auditchain_rate(root, peer_batches)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-        del all_batches, sample
-        gc.unfreeze()
-        gc.collect()
     return {
         "mean_client_event_bytes": round(mean_size),
         "mean_canonical_event_bytes": round(mean_size + _ASSIGNED_BYTES),
@@ -94,10 +91,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
     args = parser.parse_args()
+    if len(args.sizes) > 1:
+        options = ["--events", str(args.events), "--peer-events", str(args.peer_events)]
+        emit(per_size(__file__, args.sizes, [*options, "--batch", str(args.batch)]))
+        return
+    (size,) = args.sizes
     figures: dict[str, Any] = {"bench": "append", "events": args.events, "batch": args.batch}
-    for size in args.sizes:
-        figures[size] = measure(size, args)
-    figures["peak_rss_mb"] = round(peak_rss_mb())
+    figures[size] = measure(size, args)
+    figures[size]["peak_rss_mb"] = round(peak_rss_mb())
     figures["target_events_per_s"] = 200_000
     figures["target_ratio"] = 10
     emit(figures)

@@ -16,7 +16,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import OUT, SIZES, build_ledger, emit, events, ledger_path, peak_rss_mb
+from _common import (
+    OUT,
+    SIZES,
+    build_ledger,
+    emit,
+    events,
+    ledger_path,
+    peak_rss_mb,
+    per_size,
+)
 
 from ledger import Ledger
 
@@ -78,9 +87,12 @@ def main() -> None:
     parser.add_argument("--peer-events", type=int, default=200_000)
     parser.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
     args = parser.parse_args()
-    figures: dict[str, Any] = {"bench": "verify"}
-    for size in args.sizes:
-        figures[size] = measure(size, args)
+    if len(args.sizes) > 1:
+        options = ["--events", str(args.events), "--peer-events", str(args.peer_events)]
+        emit(per_size(__file__, args.sizes, options))
+        return
+    (size,) = args.sizes
+    figures: dict[str, Any] = {"bench": "verify", size: measure(size, args)}
     figures["target_events_per_s"] = 1_000_000
     figures["target_ratio"] = 25
     emit(figures)
