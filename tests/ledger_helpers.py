@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from design_schema import TIME_FIELDS
+
 from ledger.canonical import canonical_event_bytes, parse_timestamp
+from ledger.errors import ValidationError
+from ledger.schema import CLIENT_FIELDS
 from sample_data import SimulationConfig, iter_events
 
 
@@ -52,3 +57,25 @@ def tree_digest(root: Path) -> dict[str, str]:
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "/"
         for p in sorted(root.rglob("*"))
     }
+
+
+def outcome(run: Callable[[], Any]) -> tuple[Any, ValidationError | None]:
+    """What ``run`` returned, or the ValidationError it raised."""
+    try:
+        return run(), None
+    except ValidationError as error:
+        return None, error
+
+
+def expected_columns(events: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The client columns validated events imply, built without Arrow or the parser."""
+    columns: dict[str, list[Any]] = {}
+    for field in CLIENT_FIELDS:
+        values = [event.get(field.name) for event in events]
+        if field.name in TIME_FIELDS:
+            values = [
+                None if v is None else datetime.fromisoformat(v.replace("Z", "+00:00"))
+                for v in values
+            ]
+        columns[field.name] = values
+    return columns

@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -39,11 +39,10 @@ from design_schema import (
     LIST_FIELDS,
     OPTIONAL_TEXT_FIELDS,
     REQUIRED,
-    TIME_FIELDS,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_helpers import tool_event
+from ledger_helpers import expected_columns, outcome, tool_event
 
 from ledger.batch import CheckedBatch, check_batch, normalise
 from ledger.canonical import format_micros
@@ -141,27 +140,6 @@ def dumps(records: Sequence[Any]) -> bytes | None:
         return None
 
 
-def _outcome(run: Callable[[], Any]) -> tuple[Any, ValidationError | None]:
-    try:
-        return run(), None
-    except ValidationError as error:
-        return None, error
-
-
-def expected_columns(events: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """The client columns the validated events imply, built without Arrow or the parser."""
-    columns: dict[str, list[Any]] = {}
-    for field in CLIENT_FIELDS:
-        values = [event.get(field.name) for event in events]
-        if field.name in TIME_FIELDS:
-            values = [
-                None if v is None else datetime.fromisoformat(v.replace("Z", "+00:00"))
-                for v in values
-            ]
-        columns[field.name] = values
-    return columns
-
-
 def _json_int(text: str) -> int | float:
     value = int(text)
     return value if abs(value) <= SAFE else float(text)
@@ -184,14 +162,14 @@ def sha256(data: bytes) -> bytes:
 
 def assert_agree(records: list[Any]) -> None:
     """The safety property for one batch (see the module docstring)."""
-    events, reference = _outcome(lambda: validate_batch(records))
+    events, reference = outcome(lambda: validate_batch(records))
     text = dumps(records)
     # check_batch parses only batches of plain dicts (a Fragment may stand for several records).
     plain = all(type(r) is dict for r in records)
     parsed = parse_batch(text, len(records)) if text is not None and plain else None
     if parsed is not None:
         assert reference is None, f"fast path accepted a batch the validator rejects: {reference}"
-    checked, got = _outcome(lambda: check_batch(records))
+    checked, got = outcome(lambda: check_batch(records))
     assert (got is None) == (reference is None), (got, reference)
     if reference is not None:
         assert got is not None

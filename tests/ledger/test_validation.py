@@ -13,7 +13,7 @@ import enum
 import hashlib
 import math
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -35,6 +35,7 @@ from design_schema import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ledger_helpers import expected_columns, outcome
 
 from ledger import Ledger, Problem, ValidationError
 from ledger.batch import check_batch, normalise
@@ -868,27 +869,6 @@ def mixed_batches(draw: st.DrawFn) -> list[Any]:
     return [draw(mixed_records(i)) for i in range(size)]
 
 
-def _outcome(run: Callable[[], Any]) -> tuple[Any, ValidationError | None]:
-    try:
-        return run(), None
-    except ValidationError as error:
-        return None, error
-
-
-def _expected_columns(events: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """The client columns the definition implies, built without Arrow's help."""
-    columns: dict[str, list[Any]] = {}
-    for field in CLIENT_FIELDS:
-        values = [event.get(field.name) for event in events]
-        if field.name in TIME_FIELDS:
-            values = [
-                None if v is None else datetime.fromisoformat(v.replace("Z", "+00:00"))
-                for v in values
-            ]
-        columns[field.name] = values
-    return columns
-
-
 def _definition_bytes(event: Mapping[str, Any], seq: int) -> bytes:
     """RFC 8785 bytes of a validated event as stored at ``seq`` by writer-1 (DESIGN.md §3)."""
     present = {k: v for k, v in event.items() if v is not None}
@@ -906,8 +886,8 @@ OBSERVED = "2023-11-14T22:13:20.123456Z"
 
 def _assert_agree(records: list[Any]) -> None:
     """check_batch raises exactly when validate_batch does, and otherwise builds its columns."""
-    events, reference = _outcome(lambda: validate_batch(records))
-    checked, got = _outcome(lambda: check_batch(records))
+    events, reference = outcome(lambda: validate_batch(records))
+    checked, got = outcome(lambda: check_batch(records))
     assert (got is None) == (reference is None), (records, got, reference)
     if reference is not None:
         assert got is not None
@@ -916,7 +896,7 @@ def _assert_agree(records: list[Any]) -> None:
     assert events is not None and checked is not None
     table = checked.columns
     assert table.num_rows == len(records)
-    assert table.to_pydict() == _expected_columns(events)
+    assert table.to_pydict() == expected_columns(events)
     assert table.equals(normalise(records).columns)
     for field in TIME_FIELDS:
         assert table.schema.field(field).type == pa.timestamp("us", tz="UTC")
