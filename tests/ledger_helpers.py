@@ -15,6 +15,49 @@ from ledger.errors import ValidationError
 from ledger.schema import CLIENT_FIELDS
 from sample_data import SimulationConfig, iter_events
 
+# A minimal valid event, and one with every field, all in canonical form.
+VALID_EVENT: dict[str, Any] = {
+    "event_id": "evt-0001",
+    "time": "2026-01-31T12:00:00.000000Z",
+    "agent_id": "agent-7",
+    "category": "secret",
+    "action": "secret.read",
+}
+FULL_EVENT: dict[str, Any] = {
+    **VALID_EVENT,
+    "session_id": "s-1",
+    "task_id": "t-1",
+    "trace_id": "0af7651916cd43dd8448eb211c80319c",
+    "span_id": "b7ad6b7169203331",
+    "parent_span_id": "00f067aa0ba902b7",
+    "caused_by": "evt-0000",
+    "principal": "svc-deployer",
+    "on_behalf_of": "alice@example.com",
+    "credential_id": "tok-1",
+    "credential_scopes": ["secrets:read", "deploy:write"],
+    "credential_expires_at": "2026-02-01T00:00:00.000000Z",
+    "scope_used": "secrets:read",
+    "intent": "rotate the db password",
+    "intent_scopes": ["secrets:read"],
+    "tool": "vault",
+    "resource": "secret://vault/prod/db",
+    "destination": "api.example.com",
+    "external": False,
+    "sensitivity": "restricted",
+    "bytes": 1024,
+    "privileged": True,
+    "input_trust": "trusted",
+    "target_agent": "agent-8",
+    "approval_for": "secret://vault/prod/db",
+    "approver": "bob@example.com",
+    "outcome": "success",
+    "error": "",
+    "authz_decision": "allow",
+    "policy_id": "pol-9",
+    # no floats or nulls in attrs: it takes the compiled fast path
+    "attrs": {"model": "m-1", "tokens": 12, "tags": ["a", "b"], "ok": True},
+}
+
 
 def tool_event(i: int, **fields: Any) -> dict[str, Any]:
     """A minimal valid event, number ``i``, with ``fields`` added or replaced."""

@@ -42,7 +42,8 @@ from design_schema import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_helpers import expected_columns, outcome, tool_event
+from ledger_helpers import FULL_EVENT as FULL
+from ledger_helpers import VALID_EVENT, expected_columns, outcome, tool_event
 
 from ledger.batch import CheckedBatch, check_batch, normalise
 from ledger.canonical import format_micros
@@ -71,48 +72,7 @@ MAX_ATTRS = 64 * 1024
 SAFE = 2**53 - 1
 
 NOW = "2026-01-31T12:00:00.000000Z"
-BASE: dict[str, Any] = {
-    "event_id": "evt-1",
-    "time": NOW,
-    "agent_id": "agent-7",
-    "category": "secret",
-    "action": "secret.read",
-}
-# Every field, in canonical form: the fast path accepts it (test_full_record_takes_the_fast_path).
-FULL: dict[str, Any] = {
-    **BASE,
-    "session_id": "s-1",
-    "task_id": "t-1",
-    "trace_id": "0af7651916cd43dd8448eb211c80319c",
-    "span_id": "b7ad6b7169203331",
-    "parent_span_id": "00f067aa0ba902b7",
-    "caused_by": "evt-0",
-    "principal": "svc",
-    "on_behalf_of": "alice@example.com",
-    "credential_id": "tok-1",
-    "credential_scopes": ["secrets:read", "deploy:write"],
-    "credential_expires_at": "2026-02-01T00:00:00.000000Z",
-    "scope_used": "secrets:read",
-    "intent": "rotate",
-    "intent_scopes": ["secrets:read"],
-    "tool": "vault",
-    "resource": "secret://vault/prod/db",
-    "destination": "api.example.com",
-    "external": False,
-    "sensitivity": "restricted",
-    "bytes": 1024,
-    "privileged": True,
-    "input_trust": "trusted",
-    "target_agent": "agent-8",
-    "approval_for": "secret://vault/prod/db",
-    "approver": "bob@example.com",
-    "outcome": "success",
-    "error": "",
-    "authz_decision": "allow",
-    "policy_id": "pol-9",
-    "attrs": {"model": "m-1", "n": [1, -2, {"ok": True}], "s": "x"},
-}
-
+BASE: dict[str, Any] = {**VALID_EVENT, "event_id": "evt-1", "time": NOW}  # as RAW spells it
 # attrs {"k":"<pad>"} is exactly MAX_ATTRS bytes of canonical JSON.
 ATTRS_PAD = MAX_ATTRS - len('{"k":""}')
 

@@ -35,6 +35,8 @@ from design_schema import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ledger_helpers import FULL_EVENT as FULL
+from ledger_helpers import VALID_EVENT as VALID
 from ledger_helpers import expected_columns, outcome
 
 from ledger import Ledger, Problem, ValidationError
@@ -48,48 +50,6 @@ from ledger.writer import _assigned
 
 TEXT_FIELDS = ("agent_id", *OPTIONAL_TEXT_FIELDS)  # agent_id is the required one
 ASSIGNED = ("writer_id", "seq", "observed_time", "prev_hash", "leaf_hash", "hash")
-
-VALID: dict[str, Any] = {
-    "event_id": "evt-0001",
-    "time": "2026-01-31T12:00:00.000000Z",
-    "agent_id": "agent-7",
-    "category": "secret",
-    "action": "secret.read",
-}
-FULL: dict[str, Any] = {
-    **VALID,
-    "session_id": "s-1",
-    "task_id": "t-1",
-    "trace_id": "0af7651916cd43dd8448eb211c80319c",
-    "span_id": "b7ad6b7169203331",
-    "parent_span_id": "00f067aa0ba902b7",
-    "caused_by": "evt-0000",
-    "principal": "svc-deployer",
-    "on_behalf_of": "alice@example.com",
-    "credential_id": "tok-1",
-    "credential_scopes": ["secrets:read", "deploy:write"],
-    "credential_expires_at": "2026-02-01T00:00:00.000000Z",
-    "scope_used": "secrets:read",
-    "intent": "rotate the db password",
-    "intent_scopes": ["secrets:read"],
-    "tool": "vault",
-    "resource": "secret://vault/prod/db",
-    "destination": "api.example.com",
-    "external": False,
-    "sensitivity": "restricted",
-    "bytes": 1024,
-    "privileged": True,
-    "input_trust": "trusted",
-    "target_agent": "agent-8",
-    "approval_for": "secret://vault/prod/db",
-    "approver": "bob@example.com",
-    "outcome": "success",
-    "error": "",
-    "authz_decision": "allow",
-    "policy_id": "pol-9",
-    # no floats or nulls in attrs: FULL takes the vectorised fast path (see test_full_is_fast)
-    "attrs": {"model": "m-1", "tokens": 12, "tags": ["a", "b"], "ok": True},
-}
 
 
 def nested(depth: int) -> dict[str, Any]:
