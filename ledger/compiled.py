@@ -65,9 +65,21 @@ def inline(function: _Function) -> _Function:
     return _compiled(function, inline="always")
 
 
+def _contiguous_bytes(array: Any) -> bool:
+    """Whether a numba type is a contiguous one-dimensional array of bytes."""
+    return (
+        isinstance(array, types.Array)
+        and array.ndim == 1
+        and array.layout == "C"
+        and array.dtype == types.uint8
+    )
+
+
 def _copy_bytes(
     typing_context: Any, out: Any, at: Any, source: Any, start: Any, count: Any
-) -> tuple[Any, Callable[..., None]]:
+) -> tuple[Any, Callable[..., None]] | None:
+    if not (_contiguous_bytes(out) and _contiguous_bytes(source)):
+        return None  # the address arithmetic below assumes contiguous bytes
     signature = types.void(out, at, source, start, count)
 
     def generate(context: Any, builder: Any, sig: Any, args: Any) -> None:
@@ -93,7 +105,9 @@ compiled loops: a loop numba compiles copies about a byte a nanosecond, memcpy s
 faster."""
 
 
-def _load_word(typing_context: Any, data: Any, at: Any) -> tuple[Any, Callable[..., Any]]:
+def _load_word(typing_context: Any, data: Any, at: Any) -> tuple[Any, Callable[..., Any]] | None:
+    if not _contiguous_bytes(data):
+        return None
     signature = types.uint64(data, at)
 
     def generate(context: Any, builder: Any, sig: Any, args: Any) -> Any:
@@ -107,7 +121,9 @@ def _load_word(typing_context: Any, data: Any, at: Any) -> tuple[Any, Callable[.
 
 def _store_word(
     typing_context: Any, data: Any, at: Any, word: Any
-) -> tuple[Any, Callable[..., None]]:
+) -> tuple[Any, Callable[..., None]] | None:
+    if not _contiguous_bytes(data):
+        return None
     signature = types.void(data, at, types.uint64)
 
     def generate(context: Any, builder: Any, sig: Any, args: Any) -> None:
@@ -119,7 +135,7 @@ def _store_word(
     return signature, generate
 
 
-def _trailing_zeros(typing_context: Any, word: Any) -> tuple[Any, Callable[..., Any]]:
+def _trailing_zeros(typing_context: Any, word: Any) -> tuple[Any, Callable[..., Any]] | None:
     signature = types.uint64(types.uint64)
 
     def generate(context: Any, builder: Any, sig: Any, args: Any) -> Any:

@@ -25,6 +25,8 @@ from .schema import (
 
 __all__ = [
     "MAX_ATTRS_BYTES",
+    "MAX_ID_LENGTH",
+    "MAX_LIST_ITEMS",
     "MAX_TEXT_LENGTH",
     "SERIALISE_OPTIONS",
     "Event",
@@ -205,16 +207,20 @@ def json_view(value: object) -> object:
     ``orjson.Fragment`` (raw JSON, which may even stand for several members) is read back from
     orjson's text of it, unless it also holds a float JSON has no form for (written as null).
     """
-    fragment, non_finite = _held(value)
+    fragment, non_finite = _held(value, 0)
     if fragment and not non_finite:
         try:
             return orjson.loads(orjson.dumps(value, option=SERIALISE_OPTIONS))
         except (TypeError, orjson.JSONDecodeError):
             pass  # no JSON form: the checks name the value
-    return _plain(value)
+    return _plain(value, 0)
 
 
-def _held(value: object) -> tuple[bool, bool]:
+# Deeper than any valid value: below it, values are left for the checks to reject by depth.
+_VIEW_DEPTH = 66
+
+
+def _held(value: object, depth: int) -> tuple[bool, bool]:
     """Whether a value holds an orjson.Fragment, and whether it holds a NaN or infinity."""
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
@@ -224,6 +230,8 @@ def _held(value: object) -> tuple[bool, bool]:
     if isinstance(value, orjson.Fragment):
         return True, False
     items: Iterable[object]
+    if depth > _VIEW_DEPTH:
+        return False, False
     if isinstance(value, Mapping):
         items = value.values()
     elif isinstance(value, list | tuple):
@@ -232,24 +240,26 @@ def _held(value: object) -> tuple[bool, bool]:
         return False, False
     fragment = non_finite = False
     for item in items:
-        has_fragment, has_non_finite = _held(item)
+        has_fragment, has_non_finite = _held(item, depth + 1)
         fragment |= has_fragment
         non_finite |= has_non_finite
     return fragment, non_finite
 
 
-def _plain(value: object) -> object:
+def _plain(value: object, depth: int) -> object:
     kind = type(value)
     if kind is str or kind is int or kind is bool or kind is float or value is None:
         return value
+    if depth > _VIEW_DEPTH:
+        return value
     if kind is dict:
-        return {name: _plain(item) for name, item in value.items()}  # type: ignore[attr-defined]
+        return {n: _plain(item, depth + 1) for n, item in value.items()}  # type: ignore[attr-defined]
     if kind is list or kind is tuple:
-        return [_plain(item) for item in value]  # type: ignore[attr-defined]
+        return [_plain(item, depth + 1) for item in value]  # type: ignore[attr-defined]
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, enum.Enum):
-        return _plain(value.value)
+        return _plain(value.value, depth + 1)
     if isinstance(value, orjson.Fragment):
         try:
             return orjson.loads(orjson.dumps(value))

@@ -12,6 +12,8 @@ normalises the values; the normalised batch then passes here.
 from __future__ import annotations
 
 import functools
+import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -244,10 +246,26 @@ def parse_parts(
     return ParsedBatch(data, bounds, inserts, found)
 
 
-@functools.cache
+_WORKER: list[ThreadPoolExecutor] = []
+_WORKER_LOCK = threading.Lock()
+
+
 def worker() -> ThreadPoolExecutor:
     """The thread that takes a share of the compiled work (parsing, gathering, hashing)."""
-    return ThreadPoolExecutor(1, thread_name_prefix="chainsight-ingest")
+    with _WORKER_LOCK:
+        if not _WORKER:
+            _WORKER.append(ThreadPoolExecutor(1, thread_name_prefix="chainsight-ingest"))
+        return _WORKER[0]
+
+
+def _forget_worker() -> None:
+    """In a forked child: the parent's thread does not exist there, so make a new one on use."""
+    global _WORKER_LOCK  # noqa: PLW0603 - the parent's lock may have been held at the fork
+    _WORKER_LOCK = threading.Lock()
+    _WORKER.clear()
+
+
+os.register_at_fork(after_in_child=_forget_worker)
 
 
 @dataclass(frozen=True)

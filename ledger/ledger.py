@@ -136,9 +136,10 @@ class Ledger:
     @property
     def writer(self) -> WriterLog:
         """This object's writer log, taken on first use (and again after a failure released it)."""
-        if self._writer is None or self._writer.closed:  # released after a failure: recover it
-            self._writer = self._acquire_writer()
-        return self._writer
+        with self._lock:
+            if self._writer is None or self._writer.closed:  # released after a failure: recover
+                self._writer = self._acquire_writer()
+            return self._writer
 
     def _acquire_writer(self) -> WriterLog:
         for layout in self.writer_layouts():

@@ -15,6 +15,7 @@ a torn write: it was never acknowledged, so it and everything after it is droppe
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import struct
@@ -136,12 +137,17 @@ class WriteAheadLog:
         existed = path.exists()
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        self._length = os.lseek(self._fd, 0, os.SEEK_END)
-        # A second descriptor writes around the page cache, where the filesystem allows it.
-        self._direct = _open_direct(path) if self._length % _BLOCK == 0 else None
+        self._direct: int | None = None
         self._staging: mmap.mmap | None = None  # page-aligned, as O_DIRECT needs
-        if not existed:
-            fsync_dir(path.parent)
+        try:
+            self._length = os.lseek(self._fd, 0, os.SEEK_END)
+            # A second descriptor writes around the page cache, where the filesystem allows it.
+            self._direct = _open_direct(path) if self._length % _BLOCK == 0 else None
+            if not existed:
+                fsync_dir(path.parent)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def length(self) -> int:
@@ -150,6 +156,8 @@ class WriteAheadLog:
 
     def append(self, first_seq: int, count: int, payload: bytes | memoryview) -> None:
         """Write one frame of ``count`` newline-joined events; durable before returning."""
+        if self._fd < 0:
+            raise ValueError(f"{self.path} is closed")
         numbers = struct.pack("<QII", first_seq, count, len(payload))
         crc = _crc32(payload, _crc32(numbers))
         header = _MAGIC + numbers + struct.pack("<I", crc)
@@ -179,8 +187,10 @@ class WriteAheadLog:
             try:
                 with memoryview(staging) as view:
                     return os.pwrite(self._direct, view[:size], self._length)
-            except OSError:  # the filesystem refused a direct write after all: stop trying
-                os.close(self._direct)
+            except OSError as err:
+                if err.errno != errno.EINVAL:
+                    raise
+                os.close(self._direct)  # the filesystem refused a direct write after all
                 self._direct = None
         return os.pwritev(self._fd, [header, payload, bytes(padding)], self._length)
 
@@ -191,14 +201,16 @@ class WriteAheadLog:
         self._length = length
 
     def close(self) -> None:
-        """Release the file."""
+        """Release the file (appending after this raises)."""
         if self._direct is not None:
             os.close(self._direct)
             self._direct = None
         if self._staging is not None:
             self._staging.close()
             self._staging = None
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _open_direct(path: Path) -> int | None:

@@ -28,7 +28,14 @@ from .keyset import KeySet, id_keys
 from .layout import WriterLayout, new_writer_id, scan_wal_files, table_from_lines, try_lock
 from .receipts import Receipts
 from .schema import HASH_COLUMNS, SEGMENT_SCHEMA
-from .segments import SegmentFile, list_segments, read_rows, read_segment, write_segment
+from .segments import (
+    SegmentFile,
+    list_segments,
+    read_rows,
+    read_segment,
+    segment_name,
+    write_segment,
+)
 from .wal import WriteAheadLog
 
 __all__ = ["WriterLog"]
@@ -240,7 +247,7 @@ class WriterLog:
         self._last_hash = chained.hashes[-1].tobytes()
         self._next_seq = first_seq + count
         if self._pending_rows >= FLUSH_ROWS or self._wal.length >= FLUSH_WAL_BYTES:
-            self.flush(wait=False)
+            self._flush_in_background()
         return self._receipts(event_ids, new_positions, chained.hashes, stored, first_seq)
 
     def _receipts(
@@ -342,35 +349,65 @@ class WriterLog:
         """Move the WAL's events to a Parquet segment (on a background thread unless ``wait``)."""
         self._join_flusher()
         self._raise_flush_error()
-        if self._pending and self._wal is not None:
-            tables, retiring = self._pending, [*self._retiring, self._wal.path]
-            self._wal.close()
-            self._wal = WriteAheadLog(self.layout.wal_file(self._next_seq))
-            self._inflight, self._inflight_wal = tables, retiring
-            self._pending, self._pending_rows, self._retiring = [], 0, []
-            self._flusher = threading.Thread(
-                target=self._write_segment, args=(tables, retiring), daemon=True
-            )
-            self._flusher.start()
+        self._start_flush()
         if wait:
             self._join_flusher()
             self._raise_flush_error()
 
+    def _flush_in_background(self) -> None:
+        """After an append: start a flush unless one is running. A failed one is reported by
+        the next call, not by this append, whose batch is already durable."""
+        if self._flusher is not None and self._flusher.is_alive():
+            return
+        self._join_flusher()
+        if self._flush_error is None:
+            self._start_flush()
+
+    def _start_flush(self) -> None:
+        if not self._pending or self._wal is None:
+            return
+        # The new WAL file first: if it cannot be made, the current one stays in use.
+        try:
+            wal = WriteAheadLog(self.layout.wal_file(self._next_seq))
+        except OSError as err:
+            raise LedgerError(
+                f"writer log {self.writer_id}: cannot start a new WAL file ({err}); the events "
+                "stay in the current one"
+            ) from err
+        tables, retiring = self._pending, [*self._retiring, self._wal.path]
+        self._wal.close()
+        self._wal = wal
+        self._inflight, self._inflight_wal = tables, retiring
+        self._pending, self._pending_rows, self._retiring = [], 0, []
+        self._flusher = threading.Thread(
+            target=self._write_segment, args=(tables, retiring), daemon=True
+        )
+        self._flusher.start()
+
     def _write_segment(self, tables: list[pa.Table], retiring: list[Path]) -> None:
+        first_seq = tables[0].column("seq")[0].as_py()
+        last_seq = first_seq + sum(t.num_rows for t in tables) - 1
         try:
             table = pa.concat_tables(tables)
-            first_seq = table.column("seq")[0].as_py()
             segment = write_segment(self.layout.segments, table, first_seq)
+            self._flushed(segment)
             self._write_head(segment.last_seq, table.column("hash")[-1].as_py())
             for path in retiring:
                 path.unlink(missing_ok=True)  # an earlier, failed attempt may have got this far
             fsync_dir(self.layout.wal_dir)
-            with self._state:  # the events move from the in-flight tables to a segment at once
-                self._segments.append(segment)
-                self._inflight, self._inflight_wal = [], []
+            self._inflight_wal = []
             self._compact()
         except BaseException as err:  # kept for the appender: the events are safe in the WAL
+            final = self.layout.segments / segment_name(first_seq, last_seq)
+            if self._inflight and final.exists():  # renamed into place before the failure
+                self._flushed(SegmentFile(final, first_seq, last_seq))
             self._flush_error = err
+
+    def _flushed(self, segment: SegmentFile) -> None:
+        """The in-flight events are in ``segment`` now: it replaces their tables, at once."""
+        with self._state:
+            self._segments.append(segment)
+            self._inflight = []
 
     def _join_flusher(self) -> None:
         if self._flusher is not None:
@@ -393,6 +430,10 @@ class WriterLog:
 
     def _compact(self) -> None:
         """Merge a run of small trailing segments into one, crash-safely (journal first)."""
+        if self.layout.compaction_journal.exists():  # one that failed part way: finish it first
+            with self._state:
+                self._finish_compaction()
+                self._segments = list_segments(self.layout.segments)
         small: list[SegmentFile] = []
         for segment in reversed(self._segments):
             if segment.rows >= SMALL_SEGMENT_ROWS:

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import re
 import struct
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +39,7 @@ from ledger_helpers import tool_event, tree_digest
 
 import ledger.batch
 import ledger.ingest
+import ledger.segments
 import ledger.wal
 import ledger.writer
 from ledger import Ledger, LedgerError, ValidationError
@@ -1014,4 +1018,146 @@ def test_a_two_part_batch_appends_with_the_hashes_its_wal_lines_have(tmp_path: P
     table = pa.concat_tables([pq.read_table(s.path) for s in Ledger.open(root).segment_files()])
     assert table.column("event_id").to_pylist() == ids(records) + ids(more[SPLIT + 1 - 1000 :])
     assert_stored_once(root, receipted(receipts, again))
+    assert_verifies(root)
+
+
+# -- failures found in review ---------------------------------------------------------------------
+
+
+def segment_ranges(root: Path) -> list[tuple[int, int]]:
+    """(first seq, last seq) of each segment file of the ledger's one writer log."""
+    names = sorted(p.name for p in only_layout(root).segments.glob("*.parquet"))
+    return [(int(n[:20]), int(n[21:41])) for n in names]
+
+
+def assert_reopens_the_same_log(root: Path, writer_id: str) -> None:
+    with Ledger.open(root) as reopened:
+        assert reopened.writer.writer_id == writer_id, "the log reopens (no new writer log)"
+
+
+def test_a_flush_failing_after_its_segment_is_in_place_counts_the_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head file write fails after the segment's rename: no overlapping segment follows."""
+    root = new_ledger(tmp_path)
+    opened = Ledger.open(root)
+    first = opened.append([tool_event(i) for i in range(10)])
+    fail_once(monkeypatch, ledger.writer, "write_atomically", OSError(errno.ENOSPC, "disk full"))
+    with pytest.raises(LedgerError, match="disk full"):
+        opened.flush()
+    second = opened.append([tool_event(i) for i in range(10, 20)])
+    again = opened.append([tool_event(i) for i in range(10)])
+    opened.flush()
+    writer_id = opened.writer.writer_id
+    opened.close()
+    assert again.duplicates == 10
+    assert segment_ranges(root) == [(0, 9), (10, 19)]
+    assert_stored_once(root, receipted(first, second))
+    assert_verifies(root)
+    assert_reopens_the_same_log(root, writer_id)
+
+
+def test_a_failed_wal_rotation_keeps_the_current_wal_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Making the next WAL file fails: the flush raises, and later appends stay recoverable."""
+    root = new_ledger(tmp_path)
+    opened = Ledger.open(root)
+    first = opened.append([tool_event(i) for i in range(5)])
+    fail_once(monkeypatch, ledger.wal, "fsync_dir", OSError(errno.EIO, "I/O error"))
+    with pytest.raises(LedgerError, match="cannot start a new WAL file"):
+        opened.flush()
+    second = opened.append([tool_event(i) for i in range(5, 10)])
+    writer_id = opened.writer.writer_id
+    crash(opened)  # the acknowledged batches must be recoverable from the WAL alone
+    assert_stored_once(root, receipted(first, second))
+    assert_reopens_the_same_log(root, writer_id)
+    assert_verifies(root)
+
+
+def test_an_append_is_not_failed_by_an_earlier_background_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A durable batch returns its receipts; the failed flush is reported by a later call."""
+    monkeypatch.setattr(ledger.writer, "FLUSH_ROWS", 5)
+    real = ledger.segments.write_segment
+    started, release = threading.Event(), threading.Event()
+
+    def slow_then_fail(*args: Any, **kwargs: Any) -> Any:
+        if not started.is_set():
+            started.set()
+            release.wait(10)
+            raise OSError(errno.EIO, "I/O error")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ledger.writer, "write_segment", slow_then_fail)
+    root = new_ledger(tmp_path)
+    opened = Ledger.open(root)
+    first = opened.append([tool_event(i) for i in range(5)])  # starts the background flush
+    assert started.wait(10)
+    release.set()
+    second = opened.append([tool_event(i) for i in range(5, 10)])  # durable: must not raise
+    assert [r.seq for r in second] == list(range(5, 10))
+    with pytest.raises(LedgerError, match="I/O error"):
+        opened.flush()  # reported here, before anything else is written
+    opened.flush()  # the failed flush's events were pending again: written now
+    opened.close()
+    assert segment_ranges(root) == [(0, 9)]
+    assert_stored_once(root, receipted(first, second))
+    assert_verifies(root)
+
+
+def test_a_compaction_that_failed_part_way_is_finished_before_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger.writer, "COMPACT_AT", 3)
+    fail_once(monkeypatch, ledger.writer, "_remove_segment", OSError(errno.EIO, "I/O error"))
+    root = new_ledger(tmp_path)
+    opened = Ledger.open(root)
+    kept = []
+    for batch in range(8):
+        kept.append(opened.append([tool_event(batch * 10 + i) for i in range(10)]))
+        try:
+            opened.flush()
+        except LedgerError as err:  # the one failed compaction
+            assert "I/O error" in str(err)
+    writer_id = opened.writer.writer_id
+    opened.close()
+    ranges = segment_ranges(root)
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges)), ranges
+    assert ranges[0][0] == 0 and ranges[-1][1] == 79
+    assert_stored_once(root, receipted(*kept))
+    assert_verifies(root)
+    assert_reopens_the_same_log(root, writer_id)
+
+
+def test_attrs_nested_past_the_recursion_limit_are_a_validation_error(tmp_path: Path) -> None:
+    value: Any = 1
+    for _ in range(5000):
+        value = [value]
+    with pytest.raises(ValidationError, match="nested deeper than 64 levels"):
+        check_batch([tool_event(0, attrs={"k": value})])
+
+
+def test_a_forked_child_appends_with_its_own_worker_thread(tmp_path: Path) -> None:
+    """The parent's worker thread does not exist in a fork: the child must not wait for it."""
+    root = new_ledger(tmp_path)
+    with Ledger.open(root) as parent:
+        parent.append([tool_event(i) for i in range(3)])
+    big = [canonical_event(i) for i in range(10, 10 + ledger.batch.SPLIT_ROWS)]
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if a split batch appends
+        code = 1
+        try:
+            with Ledger.open(root) as child:
+                code = 0 if child.append(big).appended == len(big) else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            pytest.fail("the forked child hung appending")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
     assert_verifies(root)
