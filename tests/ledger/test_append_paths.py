@@ -40,6 +40,7 @@ from ledger_helpers import tool_event, tree_digest
 import ledger.batch
 import ledger.ingest
 import ledger.segments
+import ledger.textscan
 import ledger.wal
 import ledger.writer
 from ledger import Ledger, LedgerError, ValidationError
@@ -609,14 +610,14 @@ def spy_parts(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
 def spy_part_outcomes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record what each run of the compiled part parser returned."""
     outcomes: list[int] = []
-    real = ledger.ingest._parse
+    real = ledger.ingest.parse_records
 
     def spying(*args: Any) -> Any:
         outcome = real(*args)
         outcomes.append(int(outcome))
         return outcome
 
-    monkeypatch.setattr(ledger.ingest, "_parse", spying)
+    monkeypatch.setattr(ledger.ingest, "parse_records", spying)
     return outcomes
 
 
@@ -741,8 +742,8 @@ def test_many_list_items_in_a_half_outgrow_its_item_capacity(
     outcomes = spy_part_outcomes(monkeypatch)
     checked = check_batch(records)
     assert checked.records is records, "the compiled fast path took the batch"
-    assert ledger.ingest._MORE_ITEMS in outcomes, "the item capacity was outgrown"
-    assert outcomes[-2:] == [ledger.ingest._ACCEPTED] * 2
+    assert ledger.textscan.MORE_ITEMS in outcomes, "the item capacity was outgrown"
+    assert outcomes[-2:] == [ledger.textscan.ACCEPTED] * 2
     scopes_column = checked.columns.column("credential_scopes").to_pylist()
     assert scopes_column == [r.get("credential_scopes") for r in records]
     assert_like_one_part(checked, records)
