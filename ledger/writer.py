@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -24,7 +25,6 @@ from .durable import fsync_dir, write_atomically
 from .errors import CorruptLedgerError, LedgerError, WriterBusyError
 from .hashing import ZERO_HASH
 from .idlookup import find_rows, index_path
-from .keyset import KeySet, id_keys
 from .layout import WriterLayout, new_writer_id, scan_wal_files, table_from_lines, try_lock
 from .receipts import Receipts
 from .schema import HASH_COLUMNS, SEGMENT_SCHEMA
@@ -37,6 +37,9 @@ from .segments import (
     write_segment,
 )
 from .wal import WriteAheadLog
+
+if TYPE_CHECKING:
+    from .keyset import KeySet
 
 __all__ = ["WriterLog"]
 
@@ -201,6 +204,9 @@ class WriterLog:
             raise LedgerError("the writer log is closed")
         ids = checked.parsed.column("event_id")
         event_ids: list[str] = ids.to_pylist()
+        # Imported here, as the compiled loops are: numba and polars only for writing commands.
+        from .keyset import id_keys
+
         new_positions, stored = self._new_positions(event_ids, id_keys(ids))
         first_seq = self._next_seq
         count = len(new_positions)
@@ -322,6 +328,8 @@ class WriterLog:
 
     def _all_keys(self) -> KeySet:
         """The keys of every event in the log: its segments' and the unflushed tables'."""
+        from .keyset import KeySet, id_keys
+
         self._join_flusher()  # no flush or compaction moves events while they are read
         ids = [read_segment(s, ["event_id"]).column("event_id") for s in self._segments]
         ids += [table.column("event_id") for table in [*self._inflight, *self._pending]]
