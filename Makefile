@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint bench clean
+.PHONY: demo test check lint bench clean clean-cache
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,9 @@ check: lint test
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
-clean:
+clean: clean-cache
 	rm -rf $(VENV) demo-ledger .pytest_cache .mypy_cache .ruff_cache
+
+# numba's cached machine code (see ledger/compiled.py)
+clean-cache:
+	find ledger -name '*.nbi' -delete -o -name '*.nbc' -delete

@@ -3,6 +3,9 @@
 numba compiles these on first use and caches the machine code beside this package (or in the
 user's cache directory). Integer division uses numpy's error model: no divisor here can be zero.
 The loops release the GIL, so other threads run while they do.
+
+numba checks a cached loop against its own module's file only: after editing this module, clear
+the caches (``make clean-cache``), or loops in ``rebuild`` and ``textscan`` keep the old helpers.
 """
 
 from __future__ import annotations
