@@ -229,9 +229,9 @@ def _held(value: object, depth: int) -> tuple[bool, bool]:
         return False, not math.isfinite(value)  # type: ignore[arg-type]
     if isinstance(value, orjson.Fragment):
         return True, False
-    items: Iterable[object]
     if depth > _VIEW_DEPTH:
         return False, False
+    items: Iterable[object]
     if isinstance(value, Mapping):
         items = value.values()
     elif isinstance(value, list | tuple):
@@ -248,9 +248,8 @@ def _held(value: object, depth: int) -> tuple[bool, bool]:
 
 def _plain(value: object, depth: int) -> object:
     kind = type(value)
-    if kind is str or kind is int or kind is bool or kind is float or value is None:
-        return value
-    if depth > _VIEW_DEPTH:
+    plain = kind is str or kind is int or kind is bool or kind is float or value is None
+    if plain or depth > _VIEW_DEPTH:
         return value
     if kind is dict:
         return {n: _plain(item, depth + 1) for n, item in value.items()}  # type: ignore[attr-defined]

@@ -23,9 +23,6 @@ import orjson
 import pyarrow as pa
 
 from .compiled import scratch_buffer
-from .events import (
-    SERIALISE_OPTIONS,
-)
 from .rebuild import Chained, chained
 from .schema import CLIENT_FIELDS, SEGMENT_SCHEMA
 from .textscan import (
@@ -46,7 +43,11 @@ from .textscan import (
     splice,
 )
 
-__all__ = ["SERIALISE_OPTIONS", "Gathering", "ParsedBatch", "parse_batch", "parse_parts", "worker"]
+__all__ = ["Gathering", "ParsedBatch", "parse_batch", "parse_parts", "worker"]
+
+# What the ledger adds to a record's text, at most: ,"observed_time":"…" (46 bytes), ,"seq":…
+# (27), a newline; writer_id's member is counted on its own.
+_ADDED_BYTES = 80
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class ParsedBatch:
         rows = len(positions)
         member = b',"writer_id":' + orjson.dumps(writer_id)
         bounds, inserts = self.bounds[positions], self.inserts[positions]
-        size = int((bounds[:, 1] - bounds[:, 0]).sum()) + rows * (len(member) + 96)
+        size = int((bounds[:, 1] - bounds[:, 0]).sum()) + rows * (len(member) + _ADDED_BYTES)
         out = scratch_buffer(size)
         offsets = np.empty(rows + 1, np.int64)
         splice(

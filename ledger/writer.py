@@ -369,7 +369,10 @@ class WriterLog:
             return
         self._join_flusher()
         if self._flush_error is None:
-            self._start_flush()
+            try:
+                self._start_flush()
+            except LedgerError as err:  # e.g. no new WAL file: the next call reports it
+                self._flush_error = err
 
     def _start_flush(self) -> None:
         if not self._pending or self._wal is None:

@@ -48,8 +48,8 @@ from ledger_helpers import VALID_EVENT, expected_columns, outcome, tool_event
 from ledger.batch import CheckedBatch, check_batch, normalise
 from ledger.canonical import format_micros
 from ledger.errors import ValidationError
-from ledger.events import json_view, validate_batch
-from ledger.ingest import SERIALISE_OPTIONS, ParsedBatch, parse_batch
+from ledger.events import SERIALISE_OPTIONS, json_view, validate_batch
+from ledger.ingest import ParsedBatch, parse_batch
 from ledger.rebuild import canonical_texts
 from ledger.schema import CLIENT_FIELDS
 from ledger.writer import _assigned
