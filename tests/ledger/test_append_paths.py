@@ -610,7 +610,7 @@ def spy_parts(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
 def spy_part_outcomes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record what each run of the compiled part parser returned."""
     outcomes: list[int] = []
-    real = ledger.ingest.parse_records
+    real = ledger.textscan.parse_records
 
     def spying(*args: Any) -> Any:
         outcome = real(*args)
@@ -1076,29 +1076,39 @@ def test_a_failed_wal_rotation_keeps_the_current_wal_in_use(
     assert_verifies(root)
 
 
+@pytest.mark.parametrize("fails", ["before-the-flush-check", "while-it-is-checked"])
 def test_an_append_is_not_failed_by_an_earlier_background_flush(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
 ) -> None:
-    """A durable batch returns its receipts; the failed flush is reported by a later call."""
+    """The background flush fails after the next batch is durable (once its WAL frame is
+    written): that append returns its receipts, and the failure is reported by a later call."""
     monkeypatch.setattr(ledger.writer, "FLUSH_ROWS", 5)
-    real = ledger.segments.write_segment
-    started, release = threading.Event(), threading.Event()
+    real_segment, real_wal_append = ledger.segments.write_segment, WriteAheadLog.append
+    release, failed = threading.Event(), threading.Event()
 
-    def slow_then_fail(*args: Any, **kwargs: Any) -> Any:
-        if not started.is_set():
-            started.set()
+    def failing_segment(*args: Any, **kwargs: Any) -> Any:
+        if not failed.is_set():
             release.wait(10)
+            failed.set()
             raise OSError(errno.EIO, "I/O error")
-        return real(*args, **kwargs)
+        return real_segment(*args, **kwargs)
 
-    monkeypatch.setattr(ledger.writer, "write_segment", slow_then_fail)
+    def wal_append(wal: WriteAheadLog, first_seq: int, count: int, payload: Any) -> None:
+        real_wal_append(wal, first_seq, count, payload)
+        if first_seq == 5:  # the second batch is durable: now the first flush fails
+            release.set()
+            if fails == "before-the-flush-check":
+                failed.wait(10)
+                time.sleep(0.05)  # the flush thread finishes raising
+
+    monkeypatch.setattr(ledger.writer, "write_segment", failing_segment)
+    monkeypatch.setattr(WriteAheadLog, "append", wal_append)
     root = new_ledger(tmp_path)
     opened = Ledger.open(root)
     first = opened.append([tool_event(i) for i in range(5)])  # starts the background flush
-    assert started.wait(10)
-    release.set()
     second = opened.append([tool_event(i) for i in range(5, 10)])  # durable: must not raise
     assert [r.seq for r in second] == list(range(5, 10))
+    assert failed.wait(10)
     with pytest.raises(LedgerError, match="I/O error"):
         opened.flush()  # reported here, before anything else is written
     opened.flush()  # the failed flush's events were pending again: written now
