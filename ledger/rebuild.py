@@ -467,9 +467,20 @@ def _hash(
     separated: bool,
     steps: int = 3,
 ) -> None:
-    """Each row's leaf hash and chained hash (see ``_hash_rows``), by OpenSSL or else hashlib."""
-    if _hash_with_openssl(text, offsets, prev, leaves, hashes, linked, separated, steps):
-        return
+    """Each row's leaf hash and chained hash (see ``_hash_rows``): through OpenSSL's EVP
+    interface from the compiled loop, or with hashlib where that library cannot be used."""
+    openssl = _openssl()
+    if openssl is not None:
+        digest, new_context, free_context, init, update, final = openssl
+        context = new_context()  # one a call: callers may hash on several threads at once
+        if context:
+            try:
+                arguments = (text, offsets, prev, leaves, hashes, linked, separated, steps, _ZERO)
+                failed = _hash_rows(*arguments, context, digest, init, update, final)
+            finally:
+                free_context(context)
+            if failed == 0:
+                return
     view = text.data
     before = prev.tobytes()[:32]
     for row in range(len(offsets) - 1):
@@ -483,46 +494,6 @@ def _hash(
 
 
 _ZERO = np.zeros(1, np.uint8)
-
-
-def _hash_with_openssl(
-    text: np.ndarray,
-    offsets: np.ndarray,
-    prev: np.ndarray,
-    leaves: np.ndarray,
-    hashes: np.ndarray,
-    linked: bool,
-    separated: bool,
-    steps: int,
-) -> bool:
-    """Hash every row through OpenSSL's EVP interface; False when it cannot be used."""
-    openssl = _openssl()
-    if openssl is None:
-        return False
-    digest, new_context, free_context, init, update, final = openssl
-    context = new_context()  # one per call: callers may verify on several threads
-    if not context:
-        return False
-    try:
-        failed = _hash_rows(
-            text,
-            offsets,
-            prev,
-            leaves,
-            hashes,
-            linked,
-            separated,
-            steps,
-            _ZERO,
-            context,
-            digest,
-            init,
-            update,
-            final,
-        )
-    finally:
-        free_context(context)
-    return failed == 0
 
 
 def _hashlib_libcrypto() -> str | None:
