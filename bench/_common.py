@@ -131,14 +131,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def per_size(script: str, sizes: list[str], argv: list[str]) -> dict[str, Any]:
-    """Run ``script`` once per event size, each in a fresh process (a size measured after another
-    in the same process inherits its heap and page cache), and collect their figures."""
+def per_size(script: str, sizes: list[str]) -> dict[str, Any]:
+    """Run ``script`` with this process's options once per event size, each in a fresh process
+    (a size measured after another in the same process inherits its heap and page cache), and
+    collect their figures. The last ``--sizes`` given wins, so the child's overrides ours."""
     import subprocess
 
     figures: dict[str, Any] = {}
     for size in sizes:
-        command = [sys.executable, script, *argv, "--sizes", size]
+        command = [sys.executable, script, *sys.argv[1:], "--sizes", size]
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         figures.update(orjson.loads(done.stdout.strip().splitlines()[-1]))
     return figures

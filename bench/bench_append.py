@@ -92,8 +92,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
     args = parser.parse_args()
     if len(args.sizes) > 1:
-        options = ["--events", str(args.events), "--peer-events", str(args.peer_events)]
-        emit(per_size(__file__, args.sizes, [*options, "--batch", str(args.batch)]))
+        emit(per_size(__file__, args.sizes))
         return
     (size,) = args.sizes
     figures: dict[str, Any] = {"bench": "append", "events": args.events, "batch": args.batch}

@@ -88,8 +88,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
     args = parser.parse_args()
     if len(args.sizes) > 1:
-        options = ["--events", str(args.events), "--peer-events", str(args.peer_events)]
-        emit(per_size(__file__, args.sizes, options))
+        emit(per_size(__file__, args.sizes))
         return
     (size,) = args.sizes
     figures: dict[str, Any] = {"bench": "verify", size: measure(size, args)}
