@@ -1031,9 +1031,14 @@ def segment_ranges(root: Path) -> list[tuple[int, int]]:
     return [(int(n[:20]), int(n[21:41])) for n in names]
 
 
-def assert_reopens_the_same_log(root: Path, writer_id: str) -> None:
+def assert_recovered(root: Path, writer_id: str, *batches: Any) -> None:
+    """Every receipted event stored once, the ledger verifying, and the log reopening (and
+    verifying after its recovery)."""
+    assert_stored_once(root, receipted(*batches))
+    assert_verifies(root)
     with Ledger.open(root) as reopened:
         assert reopened.writer.writer_id == writer_id, "the log reopens (no new writer log)"
+    assert_verifies(root)
 
 
 def test_a_flush_failing_after_its_segment_is_in_place_counts_the_segment(
@@ -1053,9 +1058,7 @@ def test_a_flush_failing_after_its_segment_is_in_place_counts_the_segment(
     opened.close()
     assert again.duplicates == 10
     assert segment_ranges(root) == [(0, 9), (10, 19)]
-    assert_stored_once(root, receipted(first, second))
-    assert_verifies(root)
-    assert_reopens_the_same_log(root, writer_id)
+    assert_recovered(root, writer_id, first, second)
 
 
 def test_a_failed_wal_rotation_keeps_the_current_wal_in_use(
@@ -1071,9 +1074,7 @@ def test_a_failed_wal_rotation_keeps_the_current_wal_in_use(
     second = opened.append([tool_event(i) for i in range(5, 10)])
     writer_id = opened.writer.writer_id
     crash(opened)  # the acknowledged batches must be recoverable from the WAL alone
-    assert_stored_once(root, receipted(first, second))
-    assert_reopens_the_same_log(root, writer_id)
-    assert_verifies(root)
+    assert_recovered(root, writer_id, first, second)
 
 
 @pytest.mark.parametrize("fails", ["before-the-flush-check", "while-it-is-checked"])
@@ -1137,9 +1138,7 @@ def test_a_compaction_that_failed_part_way_is_finished_before_the_next(
     ranges = segment_ranges(root)
     assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges)), ranges
     assert ranges[0][0] == 0 and ranges[-1][1] == 79
-    assert_stored_once(root, receipted(*kept))
-    assert_verifies(root)
-    assert_reopens_the_same_log(root, writer_id)
+    assert_recovered(root, writer_id, *kept)
 
 
 def test_attrs_nested_past_the_recursion_limit_are_a_validation_error(tmp_path: Path) -> None:
