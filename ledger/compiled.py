@@ -24,6 +24,9 @@ __all__ = [
     "copy_bytes",
     "inline",
     "jit",
+    "load_int32",
+    "load_int64",
+    "load_word",
     "plain_run",
     "put_bytes",
     "put_digits",
@@ -138,6 +141,32 @@ def _store_word(
     return signature, generate
 
 
+def _load_signed(bits: int) -> Callable[..., tuple[Any, Callable[..., Any]] | None]:
+    """An intrinsic loading a little-endian signed integer of ``bits`` from any byte position."""
+
+    def typer(typing_context: Any, data: Any, at: Any) -> tuple[Any, Callable[..., Any]] | None:
+        if not _contiguous_bytes(data):
+            return None
+        signature = types.int64(data, at)
+
+        def generate(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            array = context.make_array(sig.args[0])(context, builder, args[0])
+            position = context.cast(builder, args[1], sig.args[1], types.intp)
+            pointer = builder.gep(array.data, [position])
+            value = builder.load(builder.bitcast(pointer, ir.IntType(bits).as_pointer()), align=1)
+            return builder.sext(value, ir.IntType(64)) if bits < 64 else value
+
+        return signature, generate
+
+    return typer
+
+
+load_int32 = cast(Callable[[Any, int], int], intrinsic(_load_signed(32)))
+"""The int32 at byte ``at`` of a byte array (an Arrow offset), for the compiled loops."""
+load_int64 = cast(Callable[[Any, int], int], intrinsic(_load_signed(64)))
+"""The int64 at byte ``at`` of a byte array (an Arrow integer or timestamp)."""
+
+
 def _trailing_zeros(typing_context: Any, word: Any) -> tuple[Any, Callable[..., Any]] | None:
     signature = types.uint64(types.uint64)
 
@@ -147,7 +176,8 @@ def _trailing_zeros(typing_context: Any, word: Any) -> tuple[Any, Callable[..., 
     return signature, generate
 
 
-_load_word_at = cast(Callable[[Any, int], Any], intrinsic(_load_word))  # 8 bytes, little endian
+load_word = cast(Callable[[Any, int], Any], intrinsic(_load_word))
+"""The eight bytes at byte ``at`` of a byte array, as one unsigned little-endian word."""
 _store_word_at = cast(Callable[[Any, int, Any], None], intrinsic(_store_word))
 _lowest_bit = cast(Callable[[Any], int], intrinsic(_trailing_zeros))
 
@@ -166,7 +196,7 @@ def plain_run(data: Any, at: int, end: int, ascii_only: bool) -> int:
     over 0x7F; ``end`` if there is none. Eight bytes at a time (SWAR), which is what makes the
     common case, a run of plain ASCII, cheap."""
     while at + 8 <= end:
-        word = _load_word_at(data, at)
+        word = load_word(data, at)
         inverted = ~word
         # A high bit flags a byte that is zero (after the xor) or below 0x20; borrows may flag
         # bytes above the first such byte, never below it, so the lowest flag is exact.
@@ -203,7 +233,7 @@ def put_bytes(out: Any, at: int, source: Any, start: int, end: int) -> int:
         return at + count
     done = 0
     while done < count and start + done + 8 <= len(source) and at + done + 8 <= len(out):
-        _store_word_at(out, at + done, _load_word_at(source, start + done))
+        _store_word_at(out, at + done, load_word(source, start + done))
         done += 8
     while done < count:  # near the end of either array
         out[at + done] = source[start + done]

@@ -270,7 +270,7 @@ def check_segment(
         return SegmentCheck(0, None, None, (), "unreadable-segment", f"not readable Parquet: {err}")
     if not schema.remove_metadata().equals(SEGMENT_SCHEMA):
         return SegmentCheck(0, None, None, (), "schema-changed", _schema_difference(schema))
-    state = _SegmentState()
+    state = _SegmentState(return_leaves)
     statistics = ""
     try:
         parquet = pq.ParquetFile(path)
@@ -292,7 +292,7 @@ def check_segment(
         state.first_prev,
         state.previous,
         tuple(state.failing),
-        leaves=b"".join(state.leaves) if return_leaves else b"",
+        leaves=b"".join(state.leaves),
         statistics=statistics,
     )
 
@@ -354,6 +354,7 @@ def _statistics_problem(
 
 @dataclass
 class _SegmentState:
+    keep_leaves: bool
     rows: int = 0
     first_prev: bytes | None = None
     previous: bytes | None = None
@@ -366,61 +367,38 @@ def _check_batch(
 ) -> None:
     """Check a batch's rows: rebuilt hashes, seq, writer and the link to the row before."""
     # Imported here: numba's import (~0.1 s) is only for commands that write or verify.
-    from .rebuild import fixed_hashes, rebuild
+    from .rebuild import HASH_OK, LINK_OK, ROW_OK, SEQ_OK, WRITER_OK, check_rows
 
     rows = batch.num_rows
     if rows == 0:
         return
-    rebuilt = rebuild(batch)
-    prev, stored_leaves, hashes = (
-        fixed_hashes(batch.column(name)) for name in ("prev_hash", "leaf_hash", "hash")
-    )
-    present = np.ones(rows, bool)
-    for name in ("prev_hash", "leaf_hash", "hash"):
-        if batch.column(name).null_count:
-            present &= pc.is_valid(batch.column(name)).to_numpy(zero_copy_only=False)
-    hash_ok = (
-        present
-        & ~rebuilt.malformed
-        & _same_hashes(rebuilt.leaves, stored_leaves)
-        & _same_hashes(rebuilt.chained, hashes)
-    )
+    hashes = batch.column("hash")
     if state.first_prev is None:
-        state.first_prev = state.previous = prev[0].tobytes()
-    link_ok = np.empty(rows, bool)
-    link_ok[0] = prev[0].tobytes() == state.previous
-    link_ok[1:] = _same_hashes(prev[1:], hashes[:-1])
-    seqs = batch.column("seq")
-    expected = np.arange(first_seq + state.rows, first_seq + state.rows + rows, dtype=np.int64)
-    seq_ok = pc.fill_null(pc.equal(seqs, pa.array(expected)), False).to_numpy(zero_copy_only=False)
-    writer_ok = pc.fill_null(pc.equal(batch.column("writer_id"), writer_id), False).to_numpy(
-        zero_copy_only=False
-    )
-    failing = np.flatnonzero(~(hash_ok & link_ok & seq_ok & writer_ok))
-    for row in failing[: max(0, MAX_REPORTED_ROWS - len(state.failing))].tolist():
-        state.failing.append(
-            (
-                state.rows + row,
-                seqs[row].as_py(),
-                bool(seq_ok[row]),
-                bool(writer_ok[row]),
-                bool(hash_ok[row]),
-                bool(link_ok[row]),
+        first = batch.column("prev_hash")[0]
+        state.first_prev = first.as_py() if first.is_valid else bytes(32)
+    checked = check_rows(batch, first_seq + state.rows, writer_id, state.previous)
+    if checked.failing:
+        seqs = batch.column("seq")
+        flags = checked.flags
+        for row in np.flatnonzero(flags != ROW_OK)[
+            : max(0, MAX_REPORTED_ROWS - len(state.failing))
+        ]:
+            flag = int(flags[row])
+            state.failing.append(
+                (
+                    state.rows + int(row),
+                    seqs[int(row)].as_py(),
+                    bool(flag & SEQ_OK),
+                    bool(flag & WRITER_OK),
+                    bool(flag & HASH_OK),
+                    bool(flag & LINK_OK),
+                )
             )
-        )
-    state.leaves.append(rebuilt.leaves.tobytes())
-    state.previous = hashes[-1].tobytes()
+    if state.keep_leaves:
+        state.leaves.append(checked.leaves.tobytes())
+    last = hashes[rows - 1]
+    state.previous = last.as_py() if last.is_valid else bytes(32)
     state.rows += rows
-
-
-def _same_hashes(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Row by row, whether two (rows, 32) arrays of hashes hold the same bytes."""
-    as_one = np.dtype((np.void, 32))  # a 32-byte value compares as one memcmp
-    same: np.ndarray = (
-        np.ascontiguousarray(left).view(as_one)[:, 0]
-        == np.ascontiguousarray(right).view(as_one)[:, 0]
-    )
-    return same
 
 
 def _row_problems(
