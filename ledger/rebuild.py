@@ -379,7 +379,8 @@ def _one_object(data: Any, start: int, end: int) -> bool:
 @inline
 def _is_set(memory: Any, bits: int, index: int) -> bool:
     """Bit ``index`` of the bitmap at ``bits`` (Arrow's order: least significant bit first)."""
-    return (memory[bits + (index >> 3)] >> (index & 7)) & 1 != 0
+    byte: int = memory[bits + (index >> 3)]
+    return (byte >> (index & 7)) & 1 != 0
 
 
 @inline
