@@ -64,6 +64,11 @@ def measure(size: str, args: argparse.Namespace) -> dict[str, Any]:
     gc.freeze()  # the input events are the caller's long-lived data, not the ledger's garbage
     root = Path(tempfile.mkdtemp(prefix="bench-append-"))
     try:
+        # One batch of other events first, on each side, in throwaway logs: the measured runs
+        # are then throughput, without one-time costs such as imports and loading numba's code.
+        warm_up = list(batches(args.batch, args.batch, seed=99, event_size=size))
+        chainsight_rate(root / "warm-up", warm_up)
+        auditchain_rate(root / "warm-up", warm_up)
         rate, disk = chainsight_rate(root, all_batches)
         peer_batches = all_batches[: max(1, args.peer_events // args.batch)]
         peer = auditchain_rate(root, peer_batches)
