@@ -43,7 +43,7 @@ from .textscan import (
     splice,
 )
 
-__all__ = ["Gathering", "ParsedBatch", "parse_batch", "parse_parts", "worker"]
+__all__ = ["Gathering", "ParsedBatch", "Spliced", "parse_batch", "parse_parts", "worker"]
 
 # What the ledger adds to a record's text, at most: ,"observed_time":"…" (46 bytes), ,"seq":…
 # (27), a newline; writer_id's member is counted on its own.
@@ -85,6 +85,13 @@ class ParsedBatch:
         prev: bytes,
     ) -> Chained:
         """The chosen records' canonical bytes with the ledger's members, hashed in a chain."""
+        rows = self.splice(positions, writer_id, first_seq, observed_micros)
+        return chained(rows.lines, rows.offsets, prev, worker())
+
+    def splice(
+        self, positions: np.ndarray, writer_id: str, first_seq: int, observed_micros: int
+    ) -> Spliced:
+        """The chosen records' canonical bytes: their text with the ledger's members added."""
         rows = len(positions)
         member = b',"writer_id":' + orjson.dumps(writer_id)
         bounds, inserts = self.bounds[positions], self.inserts[positions]
@@ -101,7 +108,21 @@ class ParsedBatch:
             out,
             offsets,
         )
-        return chained(out, offsets, prev, worker())
+        return Spliced(out, offsets)
+
+
+@dataclass(frozen=True)
+class Spliced:
+    """New rows' canonical bytes, each followed by a newline: row i is
+    ``lines[offsets[i]:offsets[i + 1] - 1]``. ``lines`` is this thread's scratch buffer."""
+
+    lines: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def payload(self) -> memoryview:
+        """The rows joined by newlines (a WAL frame's payload), without a copy."""
+        return self.lines.data[: max(int(self.offsets[-1]) - 1, 0)]
 
 
 def parse_batch(text: bytes, rows: int, trusted_attrs: bool = False) -> ParsedBatch | None:

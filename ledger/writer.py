@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,6 +72,7 @@ class WriterLog:
         self._flusher: threading.Thread | None = None
         self._flush_error: BaseException | None = None
         self._wal: WriteAheadLog | None = None
+        self._wal_thread: ThreadPoolExecutor | None = None
         try:
             self._recover()
         except BaseException:
@@ -206,6 +208,7 @@ class WriterLog:
         event_ids: list[str] = ids.to_pylist()
         # Imported here, as the compiled loops are: numba and polars only for writing commands.
         from .keyset import id_keys
+        from .rebuild import chained
 
         new_positions, stored = self._new_positions(event_ids, id_keys(ids))
         first_seq = self._next_seq
@@ -214,34 +217,43 @@ class WriterLog:
             return self._receipts(event_ids, new_positions, np.empty((0, 32), np.uint8), stored)
         all_new = count == len(event_ids)
         observed_micros = time.time_ns() // 1000
-        chained = checked.parsed.chain(
-            np.asarray(new_positions, np.int64),
-            self.writer_id,
-            first_seq,
-            observed_micros,
-            self._last_hash,
+        parsed = checked.parsed
+        rows = parsed.splice(
+            np.asarray(new_positions, np.int64), self.writer_id, first_seq, observed_micros
         )
-        # The columns are gathered on another thread while this one writes the WAL.
-        gathering = checked.parsed.gathering()
+        # While the WAL frame is written and synced (mostly waiting on the disk) on its own
+        # thread, this one hashes the rows and another gathers their columns.
+        writing = self._wal_writer().submit(self._wal.append, first_seq, count, rows.payload)
+        gathering = parsed.gathering()
         filling = gathering.start()
         try:
-            self._wal.append(first_seq, count, chained.lines)  # durable from here on: acknowledge
-        except OSError as err:  # after a failed write or fsync, trust only what recovery reads
+            hashed = chained(rows.lines, rows.offsets, self._last_hash)
+        except BaseException as err:
+            self._abandon()  # after the WAL write has ended: it may be durable, and recovered
+            raise LedgerError(
+                f"writer log {self.writer_id}: hashing the batch at seq {first_seq} failed "
+                f"({err!r}); the log was released, and reopening the ledger recovers the batch "
+                "if its WAL frame was written"
+            ) from err
+        failure = writing.exception()
+        if isinstance(failure, OSError):  # after a failed write or fsync, trust only recovery
             self._abandon()
             raise LedgerError(
-                f"writer log {self.writer_id}: writing the WAL failed ({err}); the batch was not "
-                "acknowledged, and the log was released for recovery"
-            ) from err
+                f"writer log {self.writer_id}: writing the WAL failed ({failure}); the batch was "
+                "not acknowledged, and the log was released for recovery"
+            ) from failure
+        if failure is not None:
+            raise failure
         try:
             filling.result()
             columns = gathering.table()
             if not all_new:
                 columns = columns.take(pa.array(new_positions, pa.int64()))
             prev_hashes = np.concatenate(
-                [np.frombuffer(self._last_hash, np.uint8)[None, :], chained.hashes[:-1]]
+                [np.frombuffer(self._last_hash, np.uint8)[None, :], hashed.hashes[:-1]]
             )
             table = _assigned(columns, self.writer_id, first_seq, observed_micros)
-            table = _with_hashes(table, (prev_hashes, chained.leaves, chained.hashes))
+            table = _with_hashes(table, (prev_hashes, hashed.leaves, hashed.hashes))
             self._stage(table)
         except BaseException as err:
             self._abandon()
@@ -250,11 +262,22 @@ class WriterLog:
                 f"WAL but could not be staged ({err!r}); the log was released, and reopening "
                 "the ledger recovers it"
             ) from err
-        self._last_hash = chained.hashes[-1].tobytes()
+        self._last_hash = hashed.hashes[-1].tobytes()
         self._next_seq = first_seq + count
         if self._pending_rows >= FLUSH_ROWS or self._wal.length >= FLUSH_WAL_BYTES:
             self._flush_in_background()
-        return self._receipts(event_ids, new_positions, chained.hashes, stored, first_seq)
+        return self._receipts(event_ids, new_positions, hashed.hashes, stored, first_seq)
+
+    def _wal_writer(self) -> ThreadPoolExecutor:
+        """The thread that writes this log's WAL frames."""
+        if self._wal_thread is None:
+            self._wal_thread = ThreadPoolExecutor(1, thread_name_prefix="chainsight-wal")
+        return self._wal_thread
+
+    def _stop_wal_writer(self) -> None:
+        if self._wal_thread is not None:
+            self._wal_thread.shutdown()
+            self._wal_thread = None
 
     def _receipts(
         self,
@@ -472,6 +495,7 @@ class WriterLog:
         """Release the log without flushing: what is staged is also in the WAL, which recovery
         replays, while a flush would retire WAL files the staged tables do not fully cover."""
         self._join_flusher()
+        self._stop_wal_writer()
         if self._wal is not None:
             self._wal.close()
             self._wal = None
@@ -485,6 +509,7 @@ class WriterLog:
             self.flush(wait=True)
         finally:
             self._join_flusher()
+            self._stop_wal_writer()
             self._wal.close()
             if self._wal.length == 0:
                 self._wal.path.unlink(missing_ok=True)
