@@ -166,7 +166,8 @@ def check_rows(
     against the hash before (LINK_OK; ``previous`` for the first row, unchecked if None), its seq
     (SEQ_OK, counting from ``first_seq``) and its writer_id (WRITER_OK)."""
     rebuilt = rebuild(batch)
-    memory, layout = _arrow_layout(_typed_columns(batch, _CHECKED, _CHECKED_TYPES))
+    columns = _typed_columns(batch, _CHECKED, _CHECKED_TYPES)  # alive while the view is read
+    memory, layout = _arrow_layout(columns)
     flags = np.empty(batch.num_rows, np.uint8)
     failing = _check_rows(
         memory,
@@ -176,7 +177,8 @@ def check_rows(
         rebuilt.malformed,
         first_seq,
         np.frombuffer(writer_id.encode(), np.uint8),
-        np.frombuffer(previous if previous is not None else b"", np.uint8),
+        previous is not None,
+        np.frombuffer(previous or b"", np.uint8),
         flags,
     )
     return RowCheck(flags, failing, rebuilt.leaves)
@@ -496,6 +498,7 @@ def _check_rows(
     malformed: Any,
     first_seq: int,
     writer: Any,
+    link_first: bool,
     previous: Any,
     flags: Any,
 ) -> int:
@@ -520,8 +523,10 @@ def _check_rows(
             and _same_bytes(memory, hash_at, chained, 32 * row, 32)
         )
         if row == 0:
-            link_ok = len(previous) == 0 or (
-                prev_present and _same_bytes(memory, prev_at, previous, 0, 32)
+            link_ok = not link_first or (
+                prev_present
+                and len(previous) == 32
+                and _same_bytes(memory, prev_at, previous, 0, 32)
             )
         else:
             link_ok = (
