@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
 
 import numpy as np
+import pyarrow as pa
 
-__all__ = ["Receipt", "Receipts"]
+__all__ = ["Receipt", "Receipts", "TextColumn"]
 
 
 @dataclass(frozen=True)
@@ -80,3 +82,26 @@ class Receipts(Sequence[Receipt]):
             f"Receipts(writer_id={self.writer_id!r}, appended={self.appended}, "
             f"duplicates={self.duplicates})"
         )
+
+
+class TextColumn(Sequence[str]):
+    """An Arrow string array as a sequence of str, made on first use: most receipts are never
+    read, and making ten thousand str objects a batch costs more than the rest of a receipt."""
+
+    def __init__(self, array: pa.Array) -> None:
+        self._array = array
+
+    @functools.cached_property
+    def _values(self) -> list[str]:
+        values: list[str] = self._array.to_pylist()
+        return values
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        return self._values[index]

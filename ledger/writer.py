@@ -27,7 +27,7 @@ from .errors import CorruptLedgerError, LedgerError, WriterBusyError
 from .hashing import ZERO_HASH
 from .idlookup import find_rows, index_path
 from .layout import WriterLayout, new_writer_id, scan_wal_files, table_from_lines, try_lock
-from .receipts import Receipts
+from .receipts import Receipts, TextColumn
 from .schema import HASH_COLUMNS, SEGMENT_SCHEMA
 from .segments import (
     SegmentFile,
@@ -205,7 +205,7 @@ class WriterLog:
         if self._wal is None:
             raise LedgerError("the writer log is closed")
         ids = checked.parsed.column("event_id")
-        event_ids: list[str] = ids.to_pylist()
+        event_ids = TextColumn(ids)
         # Imported here, as the compiled loops are: numba and polars only for writing commands.
         from .keyset import id_keys
         from .rebuild import chained
@@ -281,7 +281,7 @@ class WriterLog:
 
     def _receipts(
         self,
-        event_ids: list[str],
+        event_ids: Sequence[str],
         new_positions: list[int],
         new_hashes: np.ndarray,
         stored: dict[str, Stored],
@@ -304,14 +304,14 @@ class WriterLog:
             event_ids[p]: (first_seq + k, new_hashes[k].tobytes())
             for k, p in enumerate(new_positions)
         }
-        for row in np.flatnonzero(duplicate):
+        for row in np.flatnonzero(duplicate).tolist():
             seq, digest = stored.get(event_ids[row]) or placed[event_ids[row]]
             seq_of[row] = seq
             hashes[row] = np.frombuffer(digest, np.uint8)
         return Receipts(self.writer_id, event_ids, seq_of.tolist(), hashes, duplicate)
 
     def _new_positions(
-        self, event_ids: list[str], keys: np.ndarray
+        self, event_ids: Sequence[str], keys: np.ndarray
     ) -> tuple[list[int], dict[str, Stored]]:
         """Which records are new (first of their event_id), and the receipts of the others."""
         # Maybe seen: in the log, or earlier in this batch. The keys go in now; one a failed
@@ -321,7 +321,7 @@ class WriterLog:
         maybe = self._keys.add(keys)
         if not maybe.any():
             return list(range(len(event_ids))), {}  # the common case: all new
-        candidates = sorted({event_ids[i] for i in np.flatnonzero(maybe)})
+        candidates = sorted({event_ids[i] for i in np.flatnonzero(maybe).tolist()})
         stored = self._lookup_unflushed(candidates)
         unconfirmed = [i for i in candidates if i not in stored]
         with self._state:  # a compaction on the flush thread replaces segments under this lock
