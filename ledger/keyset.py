@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 import pyarrow as pa
 
-from .compiled import jit
+from .compiled import jit, load_word
 
 __all__ = ["KeySet", "id_keys"]
 
@@ -27,8 +26,59 @@ _MAX_LOAD = 0.7
 
 
 def id_keys(event_ids: Sequence[str] | pa.Array | pa.ChunkedArray) -> npt.NDArray[np.uint64]:
-    """64-bit keys of event_ids (stable within a process, which is all the set needs)."""
-    return pl.Series(event_ids, dtype=pl.String).hash(seed=0).to_numpy()
+    """64-bit keys of event_ids, hashed where Arrow keeps their bytes (nulls hash as empty)."""
+    if isinstance(event_ids, pa.ChunkedArray):
+        event_ids = event_ids.combine_chunks()
+    if not isinstance(event_ids, pa.Array):
+        event_ids = pa.array(event_ids, pa.string())
+    if event_ids.type != pa.string():
+        event_ids = event_ids.cast(pa.string())
+    keys = np.empty(len(event_ids), np.uint64)
+    _, offsets, data = event_ids.buffers()
+    if len(event_ids) and data is not None:
+        starts = np.frombuffer(offsets, np.int32)[event_ids.offset :][: len(event_ids) + 1]
+        _hash_texts(starts, np.frombuffer(data, np.uint8), keys)
+    else:
+        keys[:] = _hash_empty()
+    return keys
+
+
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+
+@jit
+def _mixed(key: Any) -> Any:
+    """MurmurHash3's 64-bit finaliser: every input bit moves every output bit."""
+    key ^= key >> np.uint64(33)
+    key *= np.uint64(0xFF51AFD7ED558CCD)
+    key ^= key >> np.uint64(33)
+    key *= np.uint64(0xC4CEB9FE1A85EC53)
+    key ^= key >> np.uint64(33)
+    return key
+
+
+@jit
+def _hash_texts(starts: Any, data: Any, keys: Any) -> None:
+    for row in range(len(keys)):
+        start, end = starts[row], starts[row + 1]
+        key = np.uint64(end - start)
+        at = start
+        while at + 8 <= end:
+            key = _mixed(key ^ (load_word(data, at) * _MULTIPLIER))
+            at += 8
+        tail = np.uint64(0)
+        shift = np.uint64(0)
+        while at < end:
+            tail |= np.uint64(data[at]) << shift
+            shift += np.uint64(8)
+            at += 1
+        keys[row] = _mixed(key ^ (tail * _MULTIPLIER))
+
+
+def _hash_empty() -> np.uint64:
+    keys = np.empty(1, np.uint64)
+    _hash_texts(np.zeros(2, np.int32), np.zeros(8, np.uint8), keys)
+    return np.uint64(keys[0])
 
 
 class KeySet:

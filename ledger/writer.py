@@ -206,7 +206,7 @@ class WriterLog:
             raise LedgerError("the writer log is closed")
         ids = checked.parsed.column("event_id")
         event_ids = TextColumn(ids)
-        # Imported here, as the compiled loops are: numba and polars only for writing commands.
+        # Imported here, as the compiled loops are: numba only for writing commands.
         from .keyset import id_keys
         from .rebuild import chained
 

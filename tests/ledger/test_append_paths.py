@@ -48,7 +48,7 @@ from ledger.batch import CheckedBatch, check_batch, normalise
 from ledger.errors import BatchTooLargeError
 from ledger.events import SERIALISE_OPTIONS, validate_batch
 from ledger.ingest import ParsedBatch, parse_batch
-from ledger.keyset import KeySet
+from ledger.keyset import KeySet, id_keys
 from ledger.layout import WriterLayout, try_lock
 from ledger.rebuild import Chained, chained
 from ledger.wal import WriteAheadLog, scan_wal
@@ -800,6 +800,24 @@ def test_leaves_hashed_on_a_pool_match_one_thread_and_hashlib(count: int) -> Non
 
 def keys(*values: int) -> np.ndarray:
     return np.array(values, np.uint64)
+
+
+def test_id_keys_are_the_same_for_every_form_of_the_same_ids() -> None:
+    ids = [f"evt-{i:05d}" for i in range(300)] + ["", "é€😀", "x" * 1000, "a", ""]
+    expected = id_keys(ids)
+    array = pa.array(ids, pa.string())
+    assert (id_keys(array) == expected).all()
+    assert (id_keys(array.cast(pa.large_string())) == expected).all()
+    assert (id_keys(pa.chunked_array([array[:7], array[7:]])) == expected).all()
+    for start in (0, 1, 7, 8, 299):
+        assert (id_keys(array.slice(start, 3)) == expected[start : start + 3]).all()
+    assert id_keys([]).tolist() == [] and len(set(id_keys(["", ""]).tolist())) == 1
+    distinct = id_keys([str(i) for i in range(100_000)])
+    assert len(np.unique(distinct)) == 100_000, "no collisions among small distinct ids"
+    # One byte changed anywhere, or one byte more, gives another key.
+    text = "0123456789abcdef-0123456789"
+    variants = [text[:i] + "#" + text[i + 1 :] for i in range(len(text))] + [text, text + "\x00"]
+    assert len(set(id_keys(variants).tolist())) == len(variants)
 
 
 def test_keyset_add_reports_keys_seen_before_or_earlier_in_the_call() -> None:
