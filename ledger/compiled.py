@@ -29,6 +29,7 @@ __all__ = [
     "load_word",
     "plain_run",
     "put_bytes",
+    "put_bytes_below",
     "put_digits",
     "put_int",
     "put_time",
@@ -226,13 +227,20 @@ def put_bytes(out: Any, at: int, source: Any, start: int, end: int) -> int:
 
     Short copies go eight bytes at a time and may write up to seven bytes past the end (never
     past ``out``'s): the writers here fill their output in order, so the next write covers them.
+    They may also read up to seven bytes past ``end``, never past ``source``'s.
     """
+    return put_bytes_below(out, at, source, start, end, len(source))
+
+
+@inline
+def put_bytes_below(out: Any, at: int, source: Any, start: int, end: int, limit: int) -> int:
+    """``put_bytes``, reading nothing of ``source`` from ``limit`` on (where its buffer ends)."""
     count = end - start
     if count >= 64:
         copy_bytes(out, at, source, start, count)
         return at + count
     done = 0
-    while done < count and start + done + 8 <= len(source) and at + done + 8 <= len(out):
+    while done < count and start + done + 8 <= limit and at + done + 8 <= len(out):
         _store_word_at(out, at + done, load_word(source, start + done))
         done += 8
     while done < count:  # near the end of either array

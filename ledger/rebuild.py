@@ -32,6 +32,7 @@ from .compiled import (
     load_word,
     plain_run,
     put_bytes,
+    put_bytes_below,
     put_int,
     put_time,
     scratch_buffer,
@@ -241,6 +242,7 @@ def _validity(array: pa.Array) -> np.ndarray:
 
 # Where an array's buffers are, per row of a layout (positions in the memory view, or -1).
 _VALID, _OFFSET, _MAIN, _DATA, _ITEMS_VALID, _ITEMS_OFFSET, _ITEMS_MAIN, _ITEMS_DATA = range(8)
+_DATA_END, _ITEMS_DATA_END = 8, 9  # where those two buffers end: short copies read no further
 _ABSENT = -1
 _FIELD_TYPES = [SEGMENT_SCHEMA.field(f.name).type for f in CANONICAL_FIELDS]
 # The columns a row check reads besides the rebuilt hashes, in its layout's order.
@@ -271,13 +273,17 @@ def _arrow_layout(arrays: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
     used = [b for part in parts for b in part if isinstance(b, pa.Buffer) and b.size]
     low = min((b.address for b in used), default=0)
     high = max((b.address + b.size for b in used), default=low)
-    layout = np.full((len(arrays), 8), _ABSENT, np.int64)
+    layout = np.full((len(arrays), 10), _ABSENT, np.int64)
     for index, part in enumerate(parts):
         for slot, value in enumerate(part):
             if isinstance(value, pa.Buffer):
                 layout[index, slot] = value.address - low if value.size else _ABSENT
             elif value is not None:
                 layout[index, slot] = value
+        for data, end in ((_DATA, _DATA_END), (_ITEMS_DATA, _ITEMS_DATA_END)):
+            buffer = part[data]
+            if isinstance(buffer, pa.Buffer) and buffer.size:
+                layout[index, end] = buffer.address + buffer.size - low
     return _memory_view(low, high - low), layout
 
 
@@ -315,13 +321,16 @@ def _memory_view(address: int, size: int) -> np.ndarray:
 
 
 @inline
-def _put_string(out: Any, at: int, data: Any, start: int, end: int, short: Any, hexd: Any) -> int:
+def _put_string(
+    out: Any, at: int, data: Any, start: int, end: int, limit: int, short: Any, hexd: Any
+) -> int:
+    """Write ``data[start:end]`` as a JSON string, reading nothing of ``data`` from ``limit``."""
     out[at] = 34  # "
     at += 1
     i = start
     while i < end:
         plain_end = plain_run(data, i, end, False)  # copied as it is, in one go
-        at = put_bytes(out, at, data, i, plain_end)
+        at = put_bytes_below(out, at, data, i, plain_end, limit)
         if plain_end == end:
             break
         byte = data[plain_end]
@@ -432,7 +441,8 @@ def _write_canonical(
                 end = load_int32(memory, main + 4 * index + 4)
             if kind == 0:  # _TEXT
                 data = layout[field, _DATA]
-                at = _put_string(out, at, memory, data + start, data + end, short, hexd)
+                limit = layout[field, _DATA_END]
+                at = _put_string(out, at, memory, data + start, data + end, limit, short, hexd)
             elif kind == 1:  # _TIME
                 at = put_time(out, at, load_int64(memory, main + 8 * index))
             elif kind == 2:  # _INT
@@ -444,7 +454,9 @@ def _write_canonical(
                     at = put_bytes(out, at, words, 4, 9)  # false
             elif kind == 4:  # _RAW
                 data = layout[field, _DATA]
-                at = put_bytes(out, at, memory, data + start, data + end)
+                at = put_bytes_below(
+                    out, at, memory, data + start, data + end, layout[field, _DATA_END]
+                )
                 if not _one_object(memory, data + start, data + end):
                     malformed[row] = 1
             else:  # _LIST
@@ -470,6 +482,7 @@ def _write_canonical(
                             memory,
                             items_data + item_start,
                             items_data + item_end,
+                            layout[field, _ITEMS_DATA_END],
                             short,
                             hexd,
                         )

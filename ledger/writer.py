@@ -224,18 +224,18 @@ class WriterLog:
         # While the WAL frame is written and synced (mostly waiting on the disk) on its own
         # thread, this one hashes the rows and another gathers their columns.
         writing = self._wal_writer().submit(self._wal.append, first_seq, count, rows.payload)
-        gathering = parsed.gathering()
-        filling = gathering.start()
         try:
+            gathering = parsed.gathering()
+            filling = gathering.start()
             hashed = chained(rows.lines, rows.offsets, self._last_hash)
-        except BaseException as err:
-            self._abandon()  # after the WAL write has ended: it may be durable, and recovered
+            failure = writing.exception()
+        except BaseException as err:  # e.g. no memory, or an interrupt while the disk syncs
+            self._abandon()  # once the WAL write has ended: if it was written, recovery has it
             raise LedgerError(
-                f"writer log {self.writer_id}: hashing the batch at seq {first_seq} failed "
+                f"writer log {self.writer_id}: the batch at seq {first_seq} was interrupted "
                 f"({err!r}); the log was released, and reopening the ledger recovers the batch "
                 "if its WAL frame was written"
             ) from err
-        failure = writing.exception()
         if isinstance(failure, OSError):  # after a failed write or fsync, trust only recovery
             self._abandon()
             raise LedgerError(
