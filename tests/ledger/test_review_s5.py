@@ -137,7 +137,7 @@ def test_an_interrupt_while_waiting_for_the_wal_write_keeps_the_log_recoverable(
     opened.close()
 
 
-# -- 2. reading past the end of an Arrow buffer ------------------------------------------------------
+# -- 2. reading past the end of an Arrow buffer
 
 _GUARDED_READ = textwrap.dedent(
     """
