@@ -112,20 +112,6 @@ compiled loops: a loop numba compiles copies about a byte a nanosecond, memcpy s
 faster."""
 
 
-def _load_word(typing_context: Any, data: Any, at: Any) -> tuple[Any, Callable[..., Any]] | None:
-    if not _contiguous_bytes(data):
-        return None
-    signature = types.uint64(data, at)
-
-    def generate(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        array = context.make_array(sig.args[0])(context, builder, args[0])
-        position = context.cast(builder, args[1], sig.args[1], types.intp)
-        address = builder.bitcast(builder.gep(array.data, [position]), ir.IntType(64).as_pointer())
-        return builder.load(address, align=1)
-
-    return signature, generate
-
-
 def _store_word(
     typing_context: Any, data: Any, at: Any, word: Any
 ) -> tuple[Any, Callable[..., None]] | None:
@@ -142,13 +128,14 @@ def _store_word(
     return signature, generate
 
 
-def _load_signed(bits: int) -> Callable[..., tuple[Any, Callable[..., Any]] | None]:
-    """An intrinsic loading a little-endian signed integer of ``bits`` from any byte position."""
+def _loader(bits: int, result: Any) -> Callable[..., tuple[Any, Callable[..., Any]] | None]:
+    """An intrinsic loading a little-endian integer of ``bits`` from any byte position of a byte
+    array, as ``result`` (a signed result is sign-extended)."""
 
     def typer(typing_context: Any, data: Any, at: Any) -> tuple[Any, Callable[..., Any]] | None:
         if not _contiguous_bytes(data):
             return None
-        signature = types.int64(data, at)
+        signature = result(data, at)
 
         def generate(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             array = context.make_array(sig.args[0])(context, builder, args[0])
@@ -162,9 +149,9 @@ def _load_signed(bits: int) -> Callable[..., tuple[Any, Callable[..., Any]] | No
     return typer
 
 
-load_int32 = cast(Callable[[Any, int], int], intrinsic(_load_signed(32)))
+load_int32 = cast(Callable[[Any, int], int], intrinsic(_loader(32, types.int64)))
 """The int32 at byte ``at`` of a byte array (an Arrow offset), for the compiled loops."""
-load_int64 = cast(Callable[[Any, int], int], intrinsic(_load_signed(64)))
+load_int64 = cast(Callable[[Any, int], int], intrinsic(_loader(64, types.int64)))
 """The int64 at byte ``at`` of a byte array (an Arrow integer or timestamp)."""
 
 
@@ -177,7 +164,7 @@ def _trailing_zeros(typing_context: Any, word: Any) -> tuple[Any, Callable[..., 
     return signature, generate
 
 
-load_word = cast(Callable[[Any, int], Any], intrinsic(_load_word))
+load_word = cast(Callable[[Any, int], Any], intrinsic(_loader(64, types.uint64)))
 """The eight bytes at byte ``at`` of a byte array, as one unsigned little-endian word."""
 _store_word_at = cast(Callable[[Any, int, Any], None], intrinsic(_store_word))
 _lowest_bit = cast(Callable[[Any], int], intrinsic(_trailing_zeros))
