@@ -59,6 +59,20 @@ def recovered_after_crash(root: Path, tmp_path: Path) -> tuple[WriterLog, Writer
 # -- 1. an exception after the WAL frame was submitted ---------------------------------------------
 
 
+def assert_next_batch_survives_a_crash(opened: Ledger, root: Path, tmp_path: Path) -> None:
+    """The next acknowledged batch comes back from the WAL after a crash (the ledger is copied
+    as a crash would leave it and its writer log recovered)."""
+    acknowledged = opened.append(events(200, 4))
+    assert acknowledged.appended == 4
+    recovered, _ = recovered_after_crash(root, tmp_path)
+    try:
+        seqs = {r.seq for r in acknowledged}
+        assert max(seqs) < recovered.next_seq
+    finally:
+        recovered._abandon()
+    opened.close()
+
+
 def test_an_error_gathering_columns_after_the_wal_write_was_submitted_keeps_the_log_recoverable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -79,17 +93,7 @@ def test_an_error_gathering_columns_after_the_wal_write_was_submitted_keeps_the_
     monkeypatch.setattr(ledger.ingest.ParsedBatch, "gathering", failing_gathering)
     with pytest.raises((MemoryError, ledger.LedgerError)):
         opened.append(events(100, 5))  # not acknowledged
-    acknowledged = opened.append(events(200, 4))  # acknowledged: must survive a crash
-    assert acknowledged.appended == 4
-
-    # A crash now: every acknowledged batch must come back from the WAL.
-    recovered, _ = recovered_after_crash(root, tmp_path)
-    try:
-        seqs = {r.seq for r in acknowledged}
-        assert max(seqs) < recovered.next_seq
-    finally:
-        recovered._abandon()
-    opened.close()
+    assert_next_batch_survives_a_crash(opened, root, tmp_path)
 
 
 def test_an_interrupt_while_waiting_for_the_wal_write_keeps_the_log_recoverable(
@@ -125,16 +129,7 @@ def test_an_interrupt_while_waiting_for_the_wal_write_keeps_the_log_recoverable(
             opened.append(events(100, 5))  # interrupted: not acknowledged
     finally:
         signal.signal(signal.SIGINT, previous)
-    acknowledged = opened.append(events(200, 4))
-    assert acknowledged.appended == 4
-
-    recovered, _ = recovered_after_crash(root, tmp_path)
-    try:
-        seqs = {r.seq for r in acknowledged}
-        assert max(seqs) < recovered.next_seq
-    finally:
-        recovered._abandon()
-    opened.close()
+    assert_next_batch_survives_a_crash(opened, root, tmp_path)
 
 
 # -- 2. reading past the end of an Arrow buffer
