@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import Any
 
 from design_schema import TIME_FIELDS
 
+import ledger
 from ledger.canonical import canonical_event_bytes, parse_timestamp
 from ledger.errors import ValidationError
 from ledger.schema import CLIENT_FIELDS
@@ -122,3 +126,20 @@ def expected_columns(events: list[dict[str, Any]]) -> dict[str, list[Any]]:
             ]
         columns[field.name] = values
     return columns
+
+
+LEDGER_SOURCE = str(Path(ledger.__file__).resolve().parents[1])
+
+
+def run_python(script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a Python script in a fresh interpreter from the checkout (for crashes and allocator
+    settings a test process must not share), with ``env`` added to the environment."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=LEDGER_SOURCE,
+        env={**os.environ, "PYTHONPATH": LEDGER_SOURCE, **env},
+    )

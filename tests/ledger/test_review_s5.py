@@ -14,11 +14,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -26,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_helpers import tool_event
+from ledger_helpers import run_python, tool_event
 
 import ledger
 import ledger.ingest
@@ -34,8 +31,6 @@ import ledger.wal
 from ledger import Ledger
 from ledger.layout import WriterLayout
 from ledger.writer import WriterLog
-
-LEDGER_SOURCE = str(Path(ledger.__file__).resolve().parents[1])
 
 
 def canonical_time(i: int) -> str:
@@ -172,15 +167,6 @@ def test_values_are_not_read_past_the_end_of_their_buffer(tmp_path: Path) -> Non
     with Ledger.open(root) as opened:
         opened.append(events(0, 1))
     (segment,) = Ledger.open(root).segment_files()
-    env = {**os.environ, "PYTHONPATH": LEDGER_SOURCE}
-    done = subprocess.run(
-        [sys.executable, "-c", _GUARDED_READ, str(segment.path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        cwd=LEDGER_SOURCE,
-        env=env,
-    )
+    done = run_python(_GUARDED_READ, str(segment.path))
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.strip() == "ok"

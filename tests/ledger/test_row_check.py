@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,9 +33,8 @@ import pytest
 import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_helpers import FULL_EVENT, tool_event
+from ledger_helpers import FULL_EVENT, run_python, tool_event
 
-import ledger
 from ledger import Ledger
 from ledger import verify as verify_module
 from ledger.hashing import ZERO_HASH, chain_hash, leaf_hash
@@ -53,8 +49,6 @@ from ledger.rebuild import (
 )
 from ledger.schema import HASH_COLUMNS, SEGMENT_SCHEMA
 from ledger.verify import check_segment
-
-LEDGER_SOURCE = str(Path(ledger.__file__).resolve().parents[1])
 
 # Text that JSON escaping gets wrong: quotes, backslashes, every short escape, other control
 # characters, DEL, non-ASCII of every UTF-8 length, and runs longer than one 8-byte word or the
@@ -735,16 +729,7 @@ def test_checked_columns_cast_from_other_types(stored: Stored, casts: str) -> No
     while the compiled loop reads them. Run where freed memory is overwritten at once (glibc's
     allocator with MALLOC_PERTURB_), so reading a freed cast cannot pass by luck."""
     script = textwrap.dedent(_CAST_CHECK.replace("CASTS", casts))
-    env = dict(os.environ, MALLOC_PERTURB_="165")
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(stored.paths[0]), stored.writer_id],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        cwd=LEDGER_SOURCE,
-        env=env,
-    )
+    done = run_python(script, str(stored.paths[0]), stored.writer_id, MALLOC_PERTURB_="165")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [ROW_OK] * SEGMENT_SIZES[0]
 
