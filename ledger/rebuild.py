@@ -137,13 +137,7 @@ def chained(
 
 def rebuild(batch: pa.RecordBatch) -> Rebuilt:
     """Rebuild the leaf and chained hashes of a batch of segment rows from their columns."""
-    rows = batch.num_rows
-    buffer, offsets, malformed = _canonical(batch)
-    prev = fixed_hashes(batch.column("prev_hash"))
-    leaves = np.empty((rows, 32), np.uint8)
-    chained = np.empty((rows, 32), np.uint8)
-    _hash(buffer, offsets, prev, leaves, chained, linked=False, separated=False)
-    return Rebuilt(leaves, chained, malformed)
+    return _rebuilt(batch, _Layout.of(batch, _CANONICAL_COLUMNS))
 
 
 # What a row check found, per row: one bit per check passed.
@@ -166,13 +160,13 @@ def check_rows(
     """Check each stored row: its hashes against its rebuilt columns (HASH_OK), its prev_hash
     against the hash before (LINK_OK; ``previous`` for the first row, unchecked if None), its seq
     (SEQ_OK, counting from ``first_seq``) and its writer_id (WRITER_OK)."""
-    rebuilt = rebuild(batch)
-    columns = _typed_columns(batch, _CHECKED, _CHECKED_TYPES)  # alive while the view is read
-    memory, layout = _arrow_layout(columns)
+    layout = _Layout.of(batch, _LAYOUT_COLUMNS)
+    rebuilt = _rebuilt(batch, layout)
     flags = np.empty(batch.num_rows, np.uint8)
     failing = _check_rows(
-        memory,
-        layout,
+        layout.memory,
+        layout.table,
+        _CHECKED,
         rebuilt.leaves.reshape(-1),
         rebuilt.chained.reshape(-1),
         rebuilt.malformed,
@@ -187,28 +181,38 @@ def check_rows(
 
 def canonical_texts(batch: pa.RecordBatch) -> list[bytes]:
     """Each row's rebuilt leaf input, ``0x00 || canonical bytes`` (for tests and diagnostics)."""
-    buffer, offsets, _ = _canonical(batch)
+    buffer, offsets, _ = _canonical(_Layout.of(batch, _CANONICAL_COLUMNS))
     return [bytes(buffer[offsets[i] : offsets[i + 1]]) for i in range(batch.num_rows)]
 
 
-def _canonical(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _rebuilt(batch: pa.RecordBatch, layout: _Layout) -> Rebuilt:
+    rows = batch.num_rows
+    buffer, offsets, malformed = _canonical(layout)
+    prev = fixed_hashes(batch.column("prev_hash"))
+    leaves = np.empty((rows, 32), np.uint8)
+    chained = np.empty((rows, 32), np.uint8)
+    _hash(buffer, offsets, prev, leaves, chained, linked=False, separated=False)
+    return Rebuilt(leaves, chained, malformed)
+
+
+def _canonical(layout: _Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``0x00 || canonical bytes`` of every row in a shared buffer, where each row starts, and
-    which rows hold attrs text that is not exactly one JSON object.
+    which rows cannot be hashed as they are stored (attrs text that is not exactly one JSON
+    object, a code outside its dictionary).
 
     The buffer is reused by the next call on this thread.
     """
-    columns = _typed_columns(batch, (f.name for f in CANONICAL_FIELDS), _FIELD_TYPES)
-    memory, layout = _arrow_layout(columns)
-    buffer = scratch_buffer(_output_bound(columns))
-    offsets = np.empty(batch.num_rows + 1, np.int64)
-    malformed = np.zeros(batch.num_rows, np.uint8)
+    rows = layout.rows
+    buffer = scratch_buffer(_output_bound(layout))
+    offsets = np.empty(rows + 1, np.int64)
+    malformed = np.zeros(rows, np.uint8)
     _write_canonical(
-        batch.num_rows,
+        rows,
         _KINDS,
         _KEYS,
         _KEY_OFFSETS,
-        memory,
-        layout,
+        layout.memory,
+        layout.table,
         buffer,
         offsets,
         *_TABLES,
@@ -243,11 +247,41 @@ def _validity(array: pa.Array) -> np.ndarray:
 # Where an array's buffers are, per row of a layout (positions in the memory view, or -1).
 _VALID, _OFFSET, _MAIN, _DATA, _ITEMS_VALID, _ITEMS_OFFSET, _ITEMS_MAIN, _ITEMS_DATA = range(8)
 _DATA_END, _ITEMS_DATA_END = 8, 9  # where those two buffers end: short copies read no further
+# A dictionary-encoded text column: its codes; _MAIN and _DATA are then its dictionary's.
+_CODES, _DICTIONARY_OFFSET, _DICTIONARY_LENGTH = 10, 11, 12
+_LAYOUT_WIDTH = 13
 _ABSENT = -1
-_FIELD_TYPES = [SEGMENT_SCHEMA.field(f.name).type for f in CANONICAL_FIELDS]
-# The columns a row check reads besides the rebuilt hashes, in its layout's order.
-_CHECKED = ("prev_hash", "leaf_hash", "hash", "seq", "writer_id")
-_CHECKED_TYPES = [SEGMENT_SCHEMA.field(name).type for name in _CHECKED]
+_DICTIONARY_TEXT = pa.dictionary(pa.int32(), pa.string())
+# A layout's arrays: the canonical fields (in _KINDS' order), then what only a row check reads.
+_CANONICAL_COLUMNS = tuple(f.name for f in CANONICAL_FIELDS)
+_LAYOUT_COLUMNS = (*_CANONICAL_COLUMNS, "prev_hash", "leaf_hash", "hash")
+_SCHEMA_TYPES = {f.name: f.type for f in SEGMENT_SCHEMA}
+_TEXT_COLUMNS = frozenset(
+    name for name, kind in zip(_CANONICAL_COLUMNS, _KINDS, strict=True) if kind == _TEXT
+)
+# Where a row check finds the columns it compares, in the layout.
+_CHECKED_COLUMNS = ("prev_hash", "leaf_hash", "hash", "seq", "writer_id")
+_CHECKED = np.array([_LAYOUT_COLUMNS.index(name) for name in _CHECKED_COLUMNS], np.int64)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A batch's columns as the compiled loops read them (see ``_arrow_layout``)."""
+
+    columns: list[pa.Array]  # kept here: the memory view reads their buffers
+    memory: np.ndarray
+    table: np.ndarray
+
+    @classmethod
+    def of(cls, batch: pa.RecordBatch, names: tuple[str, ...]) -> _Layout:
+        """The named columns of a batch, cast to the schema's types where needed."""
+        columns = _typed_columns(batch, names)
+        return cls(columns, *_arrow_layout(columns))
+
+    @property
+    def rows(self) -> int:
+        """How many rows the batch has."""
+        return len(self.columns[0]) if self.columns else 0
 
 
 def _arrow_layout(arrays: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
@@ -255,25 +289,34 @@ def _arrow_layout(arrays: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
 
     Returns a byte view over the address range that all their buffers lie in, and per array
     where in it each buffer starts (validity, offset, values or offsets, string data; for a list,
-    the same of its items). The arrays must outlive the view.
+    the same of its items; for a dictionary, its codes, with its dictionary's offsets and data).
+    The arrays must outlive the view.
     """
     parts: list[tuple[pa.Buffer | int | None, ...]] = []
     for array in arrays:
         buffers = array.buffers()
         validity = buffers[0] if array.null_count else None
+        part: tuple[pa.Buffer | int | None, ...]
         if pa.types.is_list(array.type):
             items = array.values
             inner = items.buffers()
             inner_validity = inner[0] if items.null_count else None
-            parts.append((validity, array.offset, buffers[1], None))
-            parts[-1] += (inner_validity, items.offset, inner[1], inner[2])
+            part = (validity, array.offset, buffers[1], None)
+            part += (inner_validity, items.offset, inner[1], inner[2], None, None, None, 0, 0)
+        elif pa.types.is_dictionary(array.type):
+            dictionary = array.dictionary
+            values = dictionary.buffers()
+            part = (validity, array.offset, values[1], values[2], None, 0, None, None, None, None)
+            part += (buffers[1], dictionary.offset, len(dictionary))
         else:
             data = buffers[2] if len(buffers) > 2 else None
-            parts.append((validity, array.offset, buffers[1], data, None, 0, None, None))
+            part = (validity, array.offset, buffers[1], data, None, 0, None, None, None, None)
+            part += (None, 0, 0)
+        parts.append(part)
     used = [b for part in parts for b in part if isinstance(b, pa.Buffer) and b.size]
     low = min((b.address for b in used), default=0)
     high = max((b.address + b.size for b in used), default=low)
-    layout = np.full((len(arrays), 10), _ABSENT, np.int64)
+    layout = np.full((len(arrays), _LAYOUT_WIDTH), _ABSENT, np.int64)
     for index, part in enumerate(parts):
         for slot, value in enumerate(part):
             if isinstance(value, pa.Buffer):
@@ -287,19 +330,33 @@ def _arrow_layout(arrays: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
     return _memory_view(low, high - low), layout
 
 
-def _typed_columns(batch: pa.RecordBatch, names: Any, types: list[pa.DataType]) -> list[pa.Array]:
-    columns = [batch.column(name) for name in names]
-    return [c if c.type == t else c.cast(t) for c, t in zip(columns, types, strict=True)]
+def _typed_columns(batch: pa.RecordBatch, names: tuple[str, ...]) -> list[pa.Array]:
+    """The named columns cast to the schema's types; a text column may stay dictionary-encoded
+    (int32 codes, no null entries), which the compiled loops read through its dictionary."""
+    columns = []
+    for name in names:
+        column = batch.column(name)
+        wanted = _SCHEMA_TYPES[name]
+        keep = column.type == wanted or (
+            column.type == _DICTIONARY_TEXT
+            and name in _TEXT_COLUMNS
+            and column.dictionary.null_count == 0
+        )
+        columns.append(column if keep else column.cast(wanted))
+    return columns
 
 
-def _output_bound(columns: list[pa.Array]) -> int:
-    """An upper bound of the size of the canonical rows written from these columns."""
-    rows = len(columns[0]) if columns else 0
-    bound = rows * (3 + int(_KEY_OFFSETS[-1]) + len(columns) * (_MAX_INT_DIGITS + _TIME_TEXT))
-    for column, kind in zip(columns, _KINDS, strict=True):
+def _output_bound(layout: _Layout) -> int:
+    """An upper bound of the size of the canonical rows written from a layout's columns."""
+    rows = layout.rows
+    bound = rows * (3 + int(_KEY_OFFSETS[-1]) + len(_KINDS) * (_MAX_INT_DIGITS + _TIME_TEXT))
+    for field, (column, kind) in enumerate(zip(layout.columns, _KINDS, strict=False)):
         if kind == _LIST:
             items = column.values
             bound += _ESCAPE_WIDTH * _size(items.buffers()[2]) + 5 * len(items)  # "",
+        elif pa.types.is_dictionary(column.type):
+            text = _coded_text_bytes(layout.memory, layout.table, field, rows)
+            bound += _ESCAPE_WIDTH * text
         elif kind in (_TEXT, _RAW):
             bound += _ESCAPE_WIDTH * _size(column.buffers()[2])
     return bound
@@ -399,6 +456,44 @@ def _present(memory: Any, validity: int, index: int) -> bool:
     return validity == _ABSENT or _is_set(memory, validity, index)
 
 
+@inline
+def _value_at(memory: Any, layout: Any, field: int, index: int) -> int:
+    """Where element ``index`` of a text column is among its values: through its dictionary
+    for a dictionary column, where a code outside the dictionary gives -1."""
+    codes = layout[field, _CODES]
+    if codes == _ABSENT:
+        return index
+    code = load_int32(memory, codes + 4 * index)
+    if code < 0 or code >= layout[field, _DICTIONARY_LENGTH]:
+        return -1
+    value: int = layout[field, _DICTIONARY_OFFSET] + code
+    return value
+
+
+@jit
+def _coded_text_bytes(memory: Any, layout: Any, field: int, rows: int) -> int:
+    """At least as many bytes as the text of a dictionary column's rows: rows times its
+    longest entry where that is small, else the sum over the rows."""
+    offsets = layout[field, _MAIN]
+    first = layout[field, _DICTIONARY_OFFSET]
+    longest = 0
+    for entry in range(first, first + layout[field, _DICTIONARY_LENGTH]):
+        at = offsets + 4 * entry
+        longest = max(longest, load_int32(memory, at + 4) - load_int32(memory, at))
+    if longest * rows <= _SMALL_TEXT_BOUND:
+        return longest * rows
+    total = 0
+    for row in range(rows):
+        value = _value_at(memory, layout, field, layout[field, _OFFSET] + row)
+        if value >= 0:
+            at = offsets + 4 * value
+            total += load_int32(memory, at + 4) - load_int32(memory, at)
+    return total
+
+
+_SMALL_TEXT_BOUND = 1 << 20
+
+
 @jit
 def _write_canonical(
     rows: int,
@@ -436,10 +531,17 @@ def _write_canonical(
             at = put_bytes(out, at, keys, key_offsets[field], key_offsets[field + 1])
             kind = kinds[field]
             main = layout[field, _MAIN]
-            if kind == 0 or kind == 4 or kind == 5:  # noqa: PLR1714 - _TEXT, _RAW, _LIST
+            if kind == 4 or kind == 5:  # noqa: PLR1714 - _RAW, _LIST
                 start = load_int32(memory, main + 4 * index)
                 end = load_int32(memory, main + 4 * index + 4)
             if kind == 0:  # _TEXT
+                value = _value_at(memory, layout, field, index)
+                start = end = 0
+                if value < 0:  # a code outside its dictionary: there is no text to hash
+                    malformed[row] = 1
+                else:
+                    start = load_int32(memory, main + 4 * value)
+                    end = load_int32(memory, main + 4 * value + 4)
                 data = layout[field, _DATA]
                 limit = layout[field, _DATA_END]
                 at = _put_string(out, at, memory, data + start, data + end, limit, short, hexd)
@@ -506,6 +608,7 @@ def _same_bytes(left: Any, left_at: int, right: Any, right_at: int, count: int) 
 def _check_rows(
     memory: Any,
     layout: Any,
+    checked: Any,
     leaves: Any,
     chained: Any,
     malformed: Any,
@@ -515,24 +618,26 @@ def _check_rows(
     previous: Any,
     flags: Any,
 ) -> int:
-    """Set each row's flags (see ``check_rows``); ``layout`` holds the _CHECKED columns."""
+    """Set each row's flags (see ``check_rows``); ``checked`` says where in ``layout`` the
+    prev_hash, leaf_hash, hash, seq and writer_id columns are."""
+    prev, leaf, stored, seq, writer_field = checked
     failing = 0
     last_at = 0  # where the hash of the row before is in memory
     last_present = False
     for row in range(len(flags)):
-        prev_index = layout[0, _OFFSET] + row
-        leaf_index = layout[1, _OFFSET] + row
-        hash_index = layout[2, _OFFSET] + row
-        prev_at = layout[0, _MAIN] + 32 * prev_index
-        hash_at = layout[2, _MAIN] + 32 * hash_index
-        prev_present = _present(memory, layout[0, _VALID], prev_index)
-        hash_present = _present(memory, layout[2, _VALID], hash_index)
+        prev_index = layout[prev, _OFFSET] + row
+        leaf_index = layout[leaf, _OFFSET] + row
+        hash_index = layout[stored, _OFFSET] + row
+        prev_at = layout[prev, _MAIN] + 32 * prev_index
+        hash_at = layout[stored, _MAIN] + 32 * hash_index
+        prev_present = _present(memory, layout[prev, _VALID], prev_index)
+        hash_present = _present(memory, layout[stored, _VALID], hash_index)
         hash_ok = (
             prev_present
             and hash_present
-            and _present(memory, layout[1, _VALID], leaf_index)
+            and _present(memory, layout[leaf, _VALID], leaf_index)
             and not malformed[row]
-            and _same_bytes(memory, layout[1, _MAIN] + 32 * leaf_index, leaves, 32 * row, 32)
+            and _same_bytes(memory, layout[leaf, _MAIN] + 32 * leaf_index, leaves, 32 * row, 32)
             and _same_bytes(memory, hash_at, chained, 32 * row, 32)
         )
         if row == 0:
@@ -547,18 +652,20 @@ def _check_rows(
             )
         last_at = hash_at
         last_present = hash_present
-        seq_index = layout[3, _OFFSET] + row
+        seq_index = layout[seq, _OFFSET] + row
         seq_ok = (
-            _present(memory, layout[3, _VALID], seq_index)
-            and load_int64(memory, layout[3, _MAIN] + 8 * seq_index) == first_seq + row
+            _present(memory, layout[seq, _VALID], seq_index)
+            and load_int64(memory, layout[seq, _MAIN] + 8 * seq_index) == first_seq + row
         )
-        writer_index = layout[4, _OFFSET] + row
-        writer_ok = _present(memory, layout[4, _VALID], writer_index)
+        writer_index = layout[writer_field, _OFFSET] + row
+        writer_ok = _present(memory, layout[writer_field, _VALID], writer_index)
+        value = _value_at(memory, layout, writer_field, writer_index) if writer_ok else -1
+        writer_ok = value >= 0
         if writer_ok:
-            start = load_int32(memory, layout[4, _MAIN] + 4 * writer_index)
-            end = load_int32(memory, layout[4, _MAIN] + 4 * writer_index + 4)
+            start = load_int32(memory, layout[writer_field, _MAIN] + 4 * value)
+            end = load_int32(memory, layout[writer_field, _MAIN] + 4 * value + 4)
             writer_ok = end - start == len(writer)
-            data = layout[4, _DATA]
+            data = layout[writer_field, _DATA]
             for i in range(len(writer)):
                 if not writer_ok:
                     break

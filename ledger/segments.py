@@ -16,6 +16,7 @@ from .durable import fsync_dir, fsync_file
 from .schema import CLIENT_FIELDS, HASH_COLUMNS, SEGMENT_SCHEMA, Kind
 
 __all__ = [
+    "DICTIONARY_TEXT_COLUMNS",
     "STATISTICS_COLUMNS",
     "SegmentFile",
     "hash_at",
@@ -57,6 +58,13 @@ _DICTIONARY_COLUMNS = tuple(
     f"{field.name}.list.element" if pa.types.is_list(field.type) else field.name
     for field in SEGMENT_SCHEMA
     if field.name not in (*_DELTA_COLUMNS, *_DISTINCT_COLUMNS)
+)
+# Readers that go through every row (verify) read these as dictionaries: decoding a dictionary
+# page into codes costs a fraction of copying each row's text out of it.
+DICTIONARY_TEXT_COLUMNS = tuple(
+    field.name
+    for field in SEGMENT_SCHEMA
+    if field.name in _DICTIONARY_COLUMNS and pa.types.is_string(field.type)
 )
 _COMPRESSION = {
     f"{field.name}.list.element" if pa.types.is_list(field.type) else field.name: (

@@ -30,7 +30,7 @@ from .layout import WriterLayout, read_head, scan_wal_files, segments_in_force, 
 from .note import Verifier
 from .report import IntegrityProblem, VerifyReport, WriterSummary
 from .schema import SEGMENT_SCHEMA
-from .segments import SegmentFile, hash_at
+from .segments import DICTIONARY_TEXT_COLUMNS, SegmentFile, hash_at
 from .verify_checkpoints import RootRecorder, check_checkpoints, checkpointed_sizes
 
 __all__ = ["IntegrityProblem", "VerifyReport", "WriterSummary", "check_segment", "verify_ledger"]
@@ -273,7 +273,7 @@ def check_segment(
     state = _SegmentState(return_leaves)
     statistics = ""
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, read_dictionary=DICTIONARY_TEXT_COLUMNS)
         # Row group by row group, so the footer statistics are checked against the columns
         # already read rather than by reading them again.
         for group in range(parquet.metadata.num_row_groups):
@@ -321,7 +321,8 @@ def _forged_statistics(
     """
     for chunk in chunks:
         name = _column_of(chunk)
-        values = pa.chunked_array(read[name], SEGMENT_SCHEMA.field(name).type)
+        stored = SEGMENT_SCHEMA.field(name).type
+        values = pa.chunked_array([a.cast(stored) for a in read[name]], stored)
         nested = pa.types.is_list(values.type)
         if nested:
             values = pc.list_flatten(values)
