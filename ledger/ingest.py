@@ -62,13 +62,6 @@ class ParsedBatch:
     @functools.cached_property
     def columns(self) -> pa.Table:
         """The client columns (attrs as its canonical text)."""
-        return self._gather()
-
-    def columns_in_background(self) -> Future[pa.Table]:
-        """The client columns, gathered on the worker thread while the caller does other work."""
-        return worker().submit(self._gather)
-
-    def _gather(self) -> pa.Table:
         gathering = self.gathering()
         gathering.fill()
         return gathering.table()
@@ -290,6 +283,10 @@ class Gathering:
     validity: np.ndarray  # (len(fields), bytes): each field's validity bits
     nulls: np.ndarray  # (len(fields),)
 
+    def start(self) -> Future[None]:
+        """``fill`` on the worker thread."""
+        return worker().submit(self.fill)
+
     def fill(self) -> None:
         """Copy every value into the column buffers."""
         self.texts.run(self.found.text)
@@ -352,7 +349,7 @@ class _Found:
     item_ends: np.ndarray
 
     def plan(self, fields: np.ndarray) -> Gathering:
-        """Allocate the buffers of the given fields' columns."""
+        """Allocate the buffers of the given fields' columns (on the calling thread)."""
         rows = len(self.present)
         present = self.present[:, fields].T
         nulls = rows - present.sum(axis=1, dtype=np.int64)

@@ -222,10 +222,11 @@ class WriterLog:
             np.asarray(new_positions, np.int64), self.writer_id, first_seq, observed_micros
         )
         # While the WAL frame is written and synced (mostly waiting on the disk) on its own
-        # thread, this one hashes the rows and the ingest worker gathers their columns.
+        # thread, this one hashes the rows and another gathers their columns.
         writing = self._wal_writer().submit(self._wal.append, first_seq, count, rows.payload)
         try:
-            gathered = parsed.columns_in_background()
+            gathering = parsed.gathering()
+            filling = gathering.start()
             hashed = chained(rows.lines, rows.offsets, self._last_hash)
             failure = writing.exception()
         except BaseException as err:  # e.g. no memory, or an interrupt while the disk syncs
@@ -244,7 +245,8 @@ class WriterLog:
         if failure is not None:
             raise failure
         try:
-            columns = gathered.result()
+            filling.result()
+            columns = gathering.table()
             if not all_new:
                 columns = columns.take(pa.array(new_positions, pa.int64()))
             prev_hashes = np.concatenate(
