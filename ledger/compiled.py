@@ -22,6 +22,7 @@ from numba.extending import intrinsic
 
 __all__ = [
     "copy_bytes",
+    "day_cache",
     "inline",
     "jit",
     "load_int32",
@@ -246,30 +247,98 @@ def put_int(out: Any, at: int, value: int) -> int:
             return put_bytes(out, at, _INT64_MIN_DIGITS, 0, len(_INT64_MIN_DIGITS))
         value = -value
     digits = 1
-    probe = value
-    while probe >= 10:
-        probe //= 10
+    while digits < len(_POWERS_OF_TEN) and value >= _POWERS_OF_TEN[digits]:
         digits += 1
     return put_digits(out, at, value, digits)
 
 
+_POWERS_OF_TEN = np.array([10**k for k in range(19)], np.int64)
+
+
 @inline
 def put_digits(out: Any, at: int, value: int, width: int) -> int:
-    """Write a non-negative integer as exactly ``width`` digits."""
-    for i in range(width):
-        out[at + width - 1 - i] = 48 + value % 10
-        value //= 10
+    """Write a non-negative integer as exactly ``width`` digits (its lowest), two at a time."""
+    end = at + width
+    while end - at >= 2:
+        rest = value // 100
+        _put_pair(out, end - 2, value - rest * 100)
+        value = rest
+        end -= 2
+    if end > at:
+        out[at] = 48 + value % 10
     return at + width
 
 
+# "00" to "99": two digits a lookup, where dividing by ten for each digit costs several times more.
+_DIGIT_PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), np.uint8)
+
+
 @inline
-def put_time(out: Any, at: int, micros: int) -> int:
-    """``"YYYY-MM-DDTHH:MM:SS.ffffffZ"`` of a UTC time in µs since the epoch."""
+def _put_pair(out: Any, at: int, value: int) -> None:
+    """Write 0..99 as two digits."""
+    out[at] = _DIGIT_PAIRS[2 * value]
+    out[at + 1] = _DIGIT_PAIRS[2 * value + 1]
+
+
+_NO_DAY = _INT64_MIN  # a day number no time has
+
+
+@inline
+def day_cache() -> Any:
+    """A fresh memory of the last day ``put_time`` wrote, for a compiled loop to pass it."""
+    return np.full(4, _NO_DAY, np.int64)
+
+
+@inline
+def put_time(out: Any, at: int, micros: int, dates: Any) -> int:
+    """``"YYYY-MM-DDTHH:MM:SS.ffffffZ"`` of a UTC time in µs since the epoch.
+
+    ``dates`` (from ``day_cache``) remembers the last day
+    written: times written together mostly share a day, and its date is most of the work.
+    """
     seconds = micros // 1_000_000
     fraction = micros - seconds * 1_000_000
     days = seconds // 86400
     second_of_day = seconds - days * 86400
-    # The proleptic Gregorian date of a day number (Howard Hinnant's civil_from_days).
+    if days != dates[0]:
+        dates[0] = days
+        dates[1], dates[2], dates[3] = _civil_date(days)
+    year, month, day = dates[1], dates[2], dates[3]
+    out[at] = 34
+    # A year outside 0001..9999 is never stored (validation bounds it), so it is written in full:
+    # a time shifted by 10,000 years must not rebuild to the text that was hashed.
+    if 0 <= year <= 9999:
+        _put_pair(out, at + 1, year // 100)
+        _put_pair(out, at + 3, year % 100)
+        at += 5
+    else:
+        at = put_int(out, at + 1, year)
+    hour = second_of_day // 3600
+    minute_and_second = second_of_day - hour * 3600
+    minute = minute_and_second // 60
+    out[at] = 45  # -
+    _put_pair(out, at + 1, month)
+    out[at + 3] = 45
+    _put_pair(out, at + 4, day)
+    out[at + 6] = 84  # T
+    _put_pair(out, at + 7, hour)
+    out[at + 9] = 58  # :
+    _put_pair(out, at + 10, minute)
+    out[at + 12] = 58
+    _put_pair(out, at + 13, minute_and_second - minute * 60)
+    out[at + 15] = 46  # .
+    _put_pair(out, at + 16, fraction // 10000)
+    _put_pair(out, at + 18, fraction // 100 % 100)
+    _put_pair(out, at + 20, fraction % 100)
+    out[at + 22] = 90  # Z
+    out[at + 23] = 34
+    return at + 24
+
+
+@inline
+def _civil_date(days: int) -> tuple[int, int, int]:
+    """The proleptic Gregorian (year, month, day) of a day number (Howard Hinnant's
+    civil_from_days)."""
     shifted = days + 719468
     era = shifted // 146097  # floor division: the C original adjusts for truncation instead
     day_of_era = shifted - era * 146097
@@ -280,23 +349,4 @@ def put_time(out: Any, at: int, micros: int) -> int:
     month_index = (5 * day_of_year + 2) // 153
     day = day_of_year - (153 * month_index + 2) // 5 + 1
     month = month_index + 3 if month_index < 10 else month_index - 9
-    year = year_of_era + era * 400 + (1 if month <= 2 else 0)
-    out[at] = 34
-    # A year outside 0001..9999 is never stored (validation bounds it), so it is written in full:
-    # a time shifted by 10,000 years must not rebuild to the text that was hashed.
-    at = put_digits(out, at + 1, year, 4) if 0 <= year <= 9999 else put_int(out, at + 1, year)
-    out[at] = 45  # -
-    at = put_digits(out, at + 1, month, 2)
-    out[at] = 45
-    at = put_digits(out, at + 1, day, 2)
-    out[at] = 84  # T
-    at = put_digits(out, at + 1, second_of_day // 3600, 2)
-    out[at] = 58  # :
-    at = put_digits(out, at + 1, second_of_day // 60 % 60, 2)
-    out[at] = 58
-    at = put_digits(out, at + 1, second_of_day % 60, 2)
-    out[at] = 46  # .
-    at = put_digits(out, at + 1, fraction, 6)
-    out[at] = 90  # Z
-    out[at + 1] = 34
-    return at + 2
+    return year_of_era + era * 400 + (1 if month <= 2 else 0), month, day

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from .compiled import (
+    day_cache,
     inline,
     jit,
     load_int32,
@@ -513,6 +514,7 @@ def _write_canonical(
 
     Each field's values are read where ``layout`` says its Arrow buffers are in ``memory``.
     """
+    dates = day_cache()
     at = 0
     for row in range(rows):
         out_offsets[row] = at
@@ -546,7 +548,7 @@ def _write_canonical(
                 limit = layout[field, _DATA_END]
                 at = _put_string(out, at, memory, data + start, data + end, limit, short, hexd)
             elif kind == 1:  # _TIME
-                at = put_time(out, at, load_int64(memory, main + 8 * index))
+                at = put_time(out, at, load_int64(memory, main + 8 * index), dates)
             elif kind == 2:  # _INT
                 at = put_int(out, at, load_int64(memory, main + 8 * index))
             elif kind == 3:  # _BOOL

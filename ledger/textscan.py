@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .canonical import MAX_SAFE_INTEGER
-from .compiled import jit, plain_run, put_bytes, put_int, put_time
+from .compiled import day_cache, jit, plain_run, put_bytes, put_int, put_time
 from .events import MAX_ATTRS_BYTES, MAX_ID_LENGTH, MAX_LIST_ITEMS, MAX_TEXT_LENGTH
 from .schema import ASSIGNED_FIELDS, CLIENT_FIELDS, ENUMS, Kind
 
@@ -756,12 +756,14 @@ def splice(
     offsets: Any,
 ) -> None:
     """Write each record's canonical bytes and a newline: its text with the ledger's members in."""
+    observed = np.empty(len(_OBSERVED) + 32, np.uint8)  # the same for every row: written once
+    observed_end = put_bytes(observed, 0, _OBSERVED, 0, len(_OBSERVED))
+    observed_end = put_time(observed, observed_end, observed_micros, day_cache())
     at = 0
     for row in range(len(bounds)):
         offsets[row] = at
         at = put_bytes(out, at, text, bounds[row, 0], inserts[row, 0])
-        at = put_bytes(out, at, _OBSERVED, 0, len(_OBSERVED))
-        at = put_time(out, at, observed_micros)
+        at = put_bytes(out, at, observed, 0, observed_end)
         at = put_bytes(out, at, text, inserts[row, 0], inserts[row, 1])
         at = put_bytes(out, at, _SEQ, 0, len(_SEQ))
         at = put_int(out, at, first_seq + row)
