@@ -86,6 +86,7 @@ _ESCAPE_WIDTH = len("\\u0000")
 
 
 _LEAVES, _CHAIN = 1, 2  # the steps of hashing a row
+_NOT_ONE_OBJECT, _OUTSIDE_DICTIONARY = 1, 2  # why a row cannot be hashed as it is stored
 _SHARED_ROWS = 2048  # from this many rows, a pool's thread hashes half the leaves
 
 
@@ -94,12 +95,15 @@ class Rebuilt:
     """Per row: the leaf hash of the rebuilt canonical bytes and SHA-256(stored prev_hash || it).
 
     A row whose attrs text is not exactly one JSON object is ``malformed``: embedded as it is, such
-    text could stand in for other members of the event, so its hashes prove nothing.
+    text could stand in for other members of the event, so its hashes prove nothing. So is a row
+    with a dictionary code outside its dictionary (it has no text to hash): ``outside_dictionary``
+    counts those rows, which only a corrupt or forged file holds.
     """
 
     leaves: np.ndarray  # (rows, 32) uint8
     chained: np.ndarray  # (rows, 32) uint8
     malformed: np.ndarray  # (rows,) bool
+    outside_dictionary: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ class RowCheck:
     flags: np.ndarray  # (rows,) uint8
     failing: int  # how many rows are not ROW_OK
     leaves: np.ndarray  # (rows, 32) uint8: the rebuilt leaf hashes
+    outside_dictionary: int = 0  # rows with a dictionary code outside its dictionary
 
 
 def check_rows(
@@ -177,7 +182,7 @@ def check_rows(
         np.frombuffer(previous or b"", np.uint8),
         flags,
     )
-    return RowCheck(flags, failing, rebuilt.leaves)
+    return RowCheck(flags, failing, rebuilt.leaves, rebuilt.outside_dictionary)
 
 
 def canonical_texts(batch: pa.RecordBatch) -> list[bytes]:
@@ -188,18 +193,19 @@ def canonical_texts(batch: pa.RecordBatch) -> list[bytes]:
 
 def _rebuilt(batch: pa.RecordBatch, layout: _Layout) -> Rebuilt:
     rows = batch.num_rows
-    buffer, offsets, malformed = _canonical(layout)
+    buffer, offsets, unhashable = _canonical(layout)
     prev = fixed_hashes(batch.column("prev_hash"))
     leaves = np.empty((rows, 32), np.uint8)
     chained = np.empty((rows, 32), np.uint8)
     _hash(buffer, offsets, prev, leaves, chained, linked=False, separated=False)
-    return Rebuilt(leaves, chained, malformed)
+    outside = int(np.count_nonzero(unhashable & _OUTSIDE_DICTIONARY))
+    return Rebuilt(leaves, chained, unhashable != 0, outside)
 
 
 def _canonical(layout: _Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``0x00 || canonical bytes`` of every row in a shared buffer, where each row starts, and
-    which rows cannot be hashed as they are stored (attrs text that is not exactly one JSON
-    object, a code outside its dictionary).
+    why each row cannot be hashed as it is stored, if it cannot (_NOT_ONE_OBJECT: attrs text
+    that is not exactly one JSON object; _OUTSIDE_DICTIONARY: a code outside its dictionary).
 
     The buffer is reused by the next call on this thread.
     """
@@ -219,7 +225,7 @@ def _canonical(layout: _Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         *_TABLES,
         malformed,
     )
-    return buffer, offsets, malformed.astype(bool)
+    return buffer, offsets, malformed
 
 
 def fixed_hashes(column: pa.Array) -> np.ndarray:
@@ -540,7 +546,7 @@ def _write_canonical(
                 value = _value_at(memory, layout, field, index)
                 start = end = 0
                 if value < 0:  # a code outside its dictionary: there is no text to hash
-                    malformed[row] = 1
+                    malformed[row] |= _OUTSIDE_DICTIONARY
                 else:
                     start = load_int32(memory, main + 4 * value)
                     end = load_int32(memory, main + 4 * value + 4)
@@ -562,7 +568,7 @@ def _write_canonical(
                     out, at, memory, data + start, data + end, layout[field, _DATA_END]
                 )
                 if not _one_object(memory, data + start, data + end):
-                    malformed[row] = 1
+                    malformed[row] |= _NOT_ONE_OBJECT
             else:  # _LIST
                 items_valid = layout[field, _ITEMS_VALID]
                 items_main = layout[field, _ITEMS_MAIN]

@@ -756,7 +756,9 @@ def splice(
     offsets: Any,
 ) -> None:
     """Write each record's canonical bytes and a newline: its text with the ledger's members in."""
-    observed = np.empty(len(_OBSERVED) + 32, np.uint8)  # the same for every row: written once
+    # The same for every row, so written once; 32 bytes hold the longest time text there is
+    # ("-290308-12-21T19:59:05.224192Z", at the smallest int64).
+    observed = np.empty(len(_OBSERVED) + 32, np.uint8)
     observed_end = put_bytes(observed, 0, _OBSERVED, 0, len(_OBSERVED))
     observed_end = put_time(observed, observed_end, observed_micros, day_cache())
     at = 0

@@ -380,6 +380,10 @@ def _check_batch(
         first = batch.column("prev_hash")[0]
         state.first_prev = first.as_py() if first.is_valid else bytes(32)
     checked = check_rows(batch, first_seq + state.rows, writer_id, state.previous)
+    if checked.outside_dictionary:
+        # Read as text, such a file fails as unreadable ("index not in dictionary bounds"); read
+        # as dictionaries, pyarrow passes the codes on unchecked: refused here the same way.
+        raise ValueError(f"{_columns_outside_dictionary(batch)}: codes outside the dictionary")
     if checked.failing:
         seqs = batch.column("seq")
         flags = checked.flags
@@ -402,6 +406,18 @@ def _check_batch(
     last = hashes[rows - 1]
     state.previous = last.as_py() if last.is_valid else bytes(32)
     state.rows += rows
+
+
+def _columns_outside_dictionary(batch: pa.RecordBatch) -> str:
+    """The dictionary columns of a batch whose codes go past their dictionary."""
+    named = []
+    for name in batch.schema.names:
+        column = batch.column(name)
+        if pa.types.is_dictionary(column.type) and column.null_count < len(column):
+            codes = pc.min_max(column.indices)
+            if codes["min"].as_py() < 0 or codes["max"].as_py() >= len(column.dictionary):
+                named.append(name)
+    return "columns " + ", ".join(named)
 
 
 def _row_problems(

@@ -560,7 +560,9 @@ class TestCodesOutsideTheDictionary:
         checked = check_rows(forged, 0, segments.writer_id, ZERO_HASH)
         assert checked.flags.tolist() == failing_at(rows, {row: HASH_OK})
         assert checked.failing == 1
+        assert checked.outside_dictionary == 1  # which verify reports as an unreadable file
         assert rebuild(forged).malformed.tolist() == [i == row for i in range(rows)]
+        assert check_rows(segments.plain, 0, segments.writer_id, ZERO_HASH).outside_dictionary == 0
         plain_texts = canonical_texts(segments.plain)
         texts = canonical_texts(forged)
         assert texts[:row] + texts[row + 1 :] == plain_texts[:row] + plain_texts[row + 1 :]

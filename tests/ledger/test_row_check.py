@@ -172,6 +172,7 @@ def checked_like_reference(
     assert got.flags.tolist() == want.flags, _difference(got.flags.tolist(), want.flags)
     assert isinstance(got.failing, int)
     assert got.failing == want.failing
+    assert got.outside_dictionary == 0  # malformed attrs are not codes outside a dictionary
     assert got.leaves.dtype == np.uint8
     assert got.leaves.shape == (batch.num_rows, 32)
     assert [bytes(leaf) for leaf in got.leaves] == want.leaves
