@@ -58,11 +58,10 @@ from tests.ledger.test_row_check import (
     failing_at,
     masked,
     previous_of,
-    read_like_verify,
     rechained,
     reference_canonical,
-    rich_event,
     shifted,
+    stored_segments,
     with_values,
 )
 from tests.ledger.test_tamper import (
@@ -228,18 +227,8 @@ class Segments:
 @pytest.fixture(scope="module")
 def segments(tmp_path_factory: pytest.TempPathFactory) -> Segments:
     """Two segments of one writer log holding ``test_row_check``'s rich events (tricky text)."""
-    root = tmp_path_factory.mktemp("dictionary-read") / "ledger"
-    Ledger.init(root)
-    writer_ids = set()
-    first = 0
-    for size in SEGMENT_SIZES:
-        with Ledger.open(root) as opened:
-            writer_ids.add(opened.append([rich_event(first + i) for i in range(size)]).writer_id)
-        first += size
-    [writer_id] = writer_ids
-    paths = tuple(sorted((root / "writers" / writer_id / "segments").glob("*.parquet")))
-    batches = tuple(read_like_verify(path) for path in paths)
-    return Segments(Stored(writer_id, paths, batches), tuple(read_coded(p) for p in paths))
+    stored = stored_segments(tmp_path_factory.mktemp("dictionary-read") / "ledger")
+    return Segments(stored, tuple(read_coded(p) for p in stored.paths))
 
 
 # -- 1. dictionary columns read like plain ones ---------------------------------------------------

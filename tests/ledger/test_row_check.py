@@ -294,7 +294,11 @@ def read_like_verify(path: Path) -> pa.RecordBatch:
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory: pytest.TempPathFactory) -> Stored:
-    root = tmp_path_factory.mktemp("row-check") / "ledger"
+    return stored_segments(tmp_path_factory.mktemp("row-check") / "ledger")
+
+
+def stored_segments(root: Path) -> Stored:
+    """A new ledger at ``root`` holding ``rich_event`` rows in segments of SEGMENT_SIZES."""
     Ledger.init(root)
     writer_ids = set()
     first = 0
