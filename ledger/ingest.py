@@ -237,7 +237,7 @@ def worker() -> ThreadPoolExecutor:
 _SPARE: list[np.ndarray] = []
 _SPARE_LOCK = threading.Lock()
 _MAX_SPARE = 12
-_MAX_SPARE_BYTES = 64 << 20
+_MAX_SPARE_BYTES = 16 << 20  # batches of up to ~57,000 events; at most 192 MiB kept
 _ONLY_HERE = 2  # a spare buffer's references when only this cache holds it: the list's, the call's
 
 
