@@ -143,7 +143,12 @@ def parse_parts(
     The slices are parsed at once, each on its own thread (the compiled loop releases the GIL).
     """
     texts = [text for text, _ in parts]
-    data = np.frombuffer(texts[0] if len(texts) == 1 else b"".join(texts), np.uint8)
+    if len(texts) == 1:
+        data = np.frombuffer(texts[0], np.uint8)
+    else:  # one text, in memory already mapped (a new join's pages fault as they are written)
+        data = _work_array((sum(map(len, texts)),), np.uint8)
+        for text, start in zip(texts, np.cumsum([0, *map(len, texts)]).tolist(), strict=False):
+            data[start : start + len(text)] = np.frombuffer(text, np.uint8)
     counts = [count for _, count in parts]
     rows = sum(counts)
     fields = len(FIELDS)

@@ -22,7 +22,12 @@ ROWS = 3000  # over batch.SPLIT_ROWS: parsed in two halves on two threads
 
 
 def minimal(first: int, rows: int = ROWS) -> list[dict[str, Any]]:
-    return [tool_event(first + i) for i in range(rows)]
+    """Few fields, each already canonical (as the full ones are): the fast path parses them."""
+    return [tool_event(first + i, time=canonical_time(first + i)) for i in range(rows)]
+
+
+def canonical_time(i: int) -> str:
+    return f"2026-03-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i % 999_983:06d}Z"
 
 
 def full(first: int, rows: int = ROWS) -> list[dict[str, Any]]:
@@ -38,14 +43,17 @@ def fresh_columns(records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 
 def found_arrays(checked: CheckedBatch) -> list[np.ndarray]:
     found = checked.parsed.found
-    return [found.starts, found.ends, found.values, found.present, found.item_starts]
+    arrays = [found.starts, found.ends, found.values, found.present, found.item_starts]
+    return [*arrays, checked.parsed.text]  # the halves' texts, joined in reused memory
 
 
 def test_a_batch_kept_alive_keeps_its_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     kept = check_batch(full(0))
+    assert isinstance(kept.parsed.text.base, np.ndarray)  # two halves joined in reused memory
     before = [array.copy() for array in found_arrays(kept)]
     for round_ in range(6):
         other = check_batch(minimal(10_000 * (round_ + 1)))
+        assert isinstance(other.parsed.text.base, np.ndarray)
         for array in found_arrays(other):
             for mine in found_arrays(kept):
                 assert not np.shares_memory(array, mine)
