@@ -76,6 +76,17 @@ def tool_event(i: int, **fields: Any) -> dict[str, Any]:
     return record
 
 
+def canonical_time(i: int) -> str:
+    """A time for event ``i`` in the parser's canonical form (tool_event's "...:SSZ" is not),
+    distinct for each i below 86,400."""
+    return f"2026-03-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i % 997:06d}Z"
+
+
+def canonical_event(i: int, **fields: Any) -> dict[str, Any]:
+    """tool_event ``i`` in canonical form (the compiled parse's fast path accepts it as it is)."""
+    return tool_event(i, time=canonical_time(i), **fields)
+
+
 def unique_events(count: int, seed: int) -> list[dict[str, Any]]:
     """Simulated agent activity, client retries (repeated event_ids) left out."""
     seen: set[str] = set()

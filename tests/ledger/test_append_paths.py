@@ -35,7 +35,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from ledger_helpers import tool_event, tree_digest
+from ledger_helpers import canonical_event, canonical_time, tool_event, tree_digest
 
 import ledger.batch
 import ledger.ingest
@@ -43,7 +43,7 @@ import ledger.segments
 import ledger.textscan
 import ledger.wal
 import ledger.writer
-from ledger import Ledger, LedgerError, ValidationError
+from ledger import Ledger, LedgerError, Receipts, ValidationError
 from ledger.batch import CheckedBatch, check_batch, normalise
 from ledger.errors import BatchTooLargeError
 from ledger.events import SERIALISE_OPTIONS, validate_batch
@@ -61,16 +61,6 @@ OBSERVED = 1_700_000_000_000_000
 
 
 # -- events ---------------------------------------------------------------------------------------
-
-
-def canonical_time(i: int) -> str:
-    """A distinct time per i in the parser's canonical form (tool_event's "...:SSZ" is not)."""
-    return f"2026-03-01T{10 + i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i % 997:06d}Z"
-
-
-def canonical_event(i: int, **fields: Any) -> dict[str, Any]:
-    """tool_event ``i`` in canonical form (the compiled parse's fast path accepts it as it is)."""
-    return tool_event(i, time=canonical_time(i), **fields)
 
 
 def rich_event(i: int) -> dict[str, Any]:
@@ -1059,17 +1049,33 @@ def assert_recovered(root: Path, writer_id: str, *batches: Any) -> None:
     assert_verifies(root)
 
 
+def appends_around_a_failed_flush(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failing: tuple[Any, str, OSError],
+    match: str,
+    size: int,
+) -> tuple[Path, Ledger, Receipts, Receipts]:
+    """A batch appended, a flush failing once (``failing``: module, function, error), and a
+    second batch appended after it."""
+    root = new_ledger(tmp_path)
+    opened = Ledger.open(root)
+    first = opened.append([tool_event(i) for i in range(size)])
+    fail_once(monkeypatch, *failing)
+    with pytest.raises(LedgerError, match=match):
+        opened.flush()
+    second = opened.append([tool_event(i) for i in range(size, 2 * size)])
+    return root, opened, first, second
+
+
 def test_a_flush_failing_after_its_segment_is_in_place_counts_the_segment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The head file write fails after the segment's rename: no overlapping segment follows."""
-    root = new_ledger(tmp_path)
-    opened = Ledger.open(root)
-    first = opened.append([tool_event(i) for i in range(10)])
-    fail_once(monkeypatch, ledger.writer, "write_atomically", OSError(errno.ENOSPC, "disk full"))
-    with pytest.raises(LedgerError, match="disk full"):
-        opened.flush()
-    second = opened.append([tool_event(i) for i in range(10, 20)])
+    disk_full = (ledger.writer, "write_atomically", OSError(errno.ENOSPC, "disk full"))
+    root, opened, first, second = appends_around_a_failed_flush(
+        tmp_path, monkeypatch, disk_full, "disk full", 10
+    )
     again = opened.append([tool_event(i) for i in range(10)])
     opened.flush()
     writer_id = opened.writer.writer_id
@@ -1083,13 +1089,10 @@ def test_a_failed_wal_rotation_keeps_the_current_wal_in_use(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Making the next WAL file fails: the flush raises, and later appends stay recoverable."""
-    root = new_ledger(tmp_path)
-    opened = Ledger.open(root)
-    first = opened.append([tool_event(i) for i in range(5)])
-    fail_once(monkeypatch, ledger.wal, "fsync_dir", OSError(errno.EIO, "I/O error"))
-    with pytest.raises(LedgerError, match="cannot start a new WAL file"):
-        opened.flush()
-    second = opened.append([tool_event(i) for i in range(5, 10)])
+    io_error = (ledger.wal, "fsync_dir", OSError(errno.EIO, "I/O error"))
+    root, opened, first, second = appends_around_a_failed_flush(
+        tmp_path, monkeypatch, io_error, "cannot start a new WAL file", 5
+    )
     writer_id = opened.writer.writer_id
     crash(opened)  # the acknowledged batches must be recoverable from the WAL alone
     assert_recovered(root, writer_id, first, second)

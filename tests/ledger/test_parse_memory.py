@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from ledger_helpers import FULL_EVENT, tool_event
+from ledger_helpers import FULL_EVENT, canonical_event, tool_event
 
 from ledger import ingest
 from ledger.batch import CheckedBatch, check_batch
@@ -23,11 +23,7 @@ ROWS = 3000  # over batch.SPLIT_ROWS: parsed in two halves on two threads
 
 def minimal(first: int, rows: int = ROWS) -> list[dict[str, Any]]:
     """Few fields, each already canonical (as the full ones are): the fast path parses them."""
-    return [tool_event(first + i, time=canonical_time(first + i)) for i in range(rows)]
-
-
-def canonical_time(i: int) -> str:
-    return f"2026-03-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i % 999_983:06d}Z"
+    return [canonical_event(first + i) for i in range(rows)]
 
 
 def full(first: int, rows: int = ROWS) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_helpers import run_python, tool_event
+from ledger_helpers import canonical_event, run_python
 
 import ledger
 import ledger.ingest
@@ -33,13 +33,9 @@ from ledger.layout import WriterLayout
 from ledger.writer import WriterLog
 
 
-def canonical_time(i: int) -> str:
-    return f"2026-03-01T{10 + i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i % 997:06d}Z"
-
-
 def events(start: int, count: int) -> list[dict[str, Any]]:
     """Canonical events (the compiled fast path, which is the path with the WAL thread)."""
-    return [tool_event(i, time=canonical_time(i)) for i in range(start, start + count)]
+    return [canonical_event(i) for i in range(start, start + count)]
 
 
 def recovered_after_crash(root: Path, tmp_path: Path) -> tuple[WriterLog, WriterLayout]:
@@ -68,13 +64,19 @@ def assert_next_batch_survives_a_crash(opened: Ledger, root: Path, tmp_path: Pat
     opened.close()
 
 
-def test_an_error_gathering_columns_after_the_wal_write_was_submitted_keeps_the_log_recoverable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def opened_with_a_wal_thread(tmp_path: Path) -> tuple[Path, Ledger]:
+    """A new ledger, opened, with one batch appended: a writer log with its WAL thread."""
     root = tmp_path / "ledger"
     Ledger.init(root)
     opened = Ledger.open(root)
-    opened.append(events(0, 3))  # a writer log with its WAL thread
+    opened.append(events(0, 3))
+    return root, opened
+
+
+def test_an_error_gathering_columns_after_the_wal_write_was_submitted_keeps_the_log_recoverable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, opened = opened_with_a_wal_thread(tmp_path)
 
     real_gathering = ledger.ingest.ParsedBatch.gathering
     calls = {"n": 0}
@@ -95,10 +97,7 @@ def test_an_interrupt_while_waiting_for_the_wal_write_keeps_the_log_recoverable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ctrl-C (SIGINT) arriving while the appending thread waits for the WAL thread's fsync."""
-    root = tmp_path / "ledger"
-    Ledger.init(root)
-    opened = Ledger.open(root)
-    opened.append(events(0, 3))
+    root, opened = opened_with_a_wal_thread(tmp_path)
 
     main = threading.main_thread().ident
     assert threading.current_thread().ident == main

@@ -744,34 +744,31 @@ def test_checked_columns_cast_from_other_types(stored: Stored, casts: str) -> No
 POSITIONS = (0, 8, 29, 60)  # first, on a byte boundary of the bitmaps, middle, last
 
 
-@pytest.mark.parametrize("row", POSITIONS)
-def test_an_edited_seq_fails_only_the_seq_check(stored: Stored, row: int) -> None:
-    batch = stored.first
-    rows = batch.num_rows
-    for seq in (row + 1, row - 1, -1, 2**62):
-        forged = rechained(with_values(batch, "seq", {row: seq}), ZERO_HASH)  # even rehashed
-        flags = checked_like_reference(forged, 0, stored.writer_id, ZERO_HASH)
-        assert flags == failing_at(rows, {row: SEQ_OK})
-    start = max(row - 3, 0)
-    part = forged.slice(start, min(9, rows - start))
-    flags = checked_like_reference(part, start, stored.writer_id, previous_of(forged, start))
-    assert flags == failing_at(part.num_rows, {row - start: SEQ_OK})
+def _edits(column: str, row: int, writer_id: str) -> tuple[Any, ...]:
+    if column == "seq":
+        return (row + 1, row - 1, -1, 2**62)
+    return (writer_id[:-1], writer_id + "x", writer_id[:-1] + "Z", "", "ü" + writer_id[2:])
 
 
 @pytest.mark.parametrize("row", POSITIONS)
-def test_an_edited_writer_id_fails_only_the_writer_check(stored: Stored, row: int) -> None:
+@pytest.mark.parametrize(
+    ("column", "flag", "before", "width"), [("seq", SEQ_OK, 3, 9), ("writer_id", WRITER_OK, 2, 11)]
+)
+def test_an_edited_seq_or_writer_id_fails_only_its_own_check(
+    stored: Stored, row: int, column: str, flag: int, before: int, width: int
+) -> None:
+    """Even rehashed, the edit fails only that row's seq or writer check, in a slice too."""
     batch = stored.first
     rows = batch.num_rows
     writer_id = stored.writer_id
-    others = (writer_id[:-1], writer_id + "x", writer_id[:-1] + "Z", "", "ü" + writer_id[2:])
-    for other in others:
-        forged = rechained(with_values(batch, "writer_id", {row: other}), ZERO_HASH)
+    for value in _edits(column, row, writer_id):
+        forged = rechained(with_values(batch, column, {row: value}), ZERO_HASH)
         flags = checked_like_reference(forged, 0, writer_id, ZERO_HASH)
-        assert flags == failing_at(rows, {row: WRITER_OK})
-    start = max(row - 2, 0)
-    part = forged.slice(start, min(11, rows - start))
+        assert flags == failing_at(rows, {row: flag})
+    start = max(row - before, 0)
+    part = forged.slice(start, min(width, rows - start))
     flags = checked_like_reference(part, start, writer_id, previous_of(forged, start))
-    assert flags == failing_at(part.num_rows, {row - start: WRITER_OK})
+    assert flags == failing_at(part.num_rows, {row - start: flag})
 
 
 def test_the_wrong_writer_or_first_seq_fails_every_row(stored: Stored) -> None:
