@@ -26,8 +26,7 @@ __all__ = ["MAX_BATCH_BYTES", "CheckedBatch", "check_batch", "normalise"]
 
 # A batch's text, columns and WAL frame are addressed with 32-bit offsets and lengths.
 MAX_BATCH_BYTES = 1 << 30
-# From this many records a batch is parsed in two halves at once.
-SPLIT_ROWS = 2048
+_ONLY_DICTS = {dict}
 
 
 @dataclass(frozen=True)
@@ -46,23 +45,27 @@ class CheckedBatch:
 def check_batch(records: Iterable[object], locations: Sequence[str] | None = None) -> CheckedBatch:
     """Validate a batch (all or nothing), raising ValidationError that names record and field."""
     # Imported here: numba's import (~0.1 s) is only for commands that write.
-    from .ingest import parse_parts
+    from .ingest import parse_serialised
 
     listed = records if isinstance(records, list | tuple) else list(records)
-    if set(map(type, listed)) != {dict}:  # e.g. an orjson.Fragment standing for several records
-        return normalise(listed, locations)
-    # A large batch is serialised in two halves, which are parsed at once on two threads.
-    half = len(listed) // 2 if len(listed) >= SPLIT_ROWS else len(listed)
-    slices = [listed[:half], listed[half:]] if half < len(listed) else [listed]
-    try:
-        parts = [(orjson.dumps(part, option=SERIALISE_OPTIONS), len(part)) for part in slices]
-    except TypeError:  # a value orjson has no form for: the validator names or normalises it
-        return normalise(listed, locations)
-    _check_size(sum(len(text) for text, _ in parts), len(listed))
-    parsed = parse_parts(parts)
+    parsed = parse_serialised(listed, _serialised, lambda size: _check_size(size, len(listed)))
     if parsed is None:
         return normalise(listed, locations)
     return CheckedBatch(listed, parsed)
+
+
+def _serialised(records: Sequence[object]) -> bytes | None:
+    """orjson's sorted-key text of some records; None unless each is a dict with values orjson
+    has a form for."""
+    # Only dicts: orjson.Fragments could split or join records (text that parses as valid
+    # records, though none of them is one). Checked a slice at a time, just before orjson reads
+    # the same objects, as a pass of its own over the batch would cost a cache miss per record.
+    if not set(map(type, records)) <= _ONLY_DICTS:
+        return None
+    try:
+        return orjson.dumps(records, option=SERIALISE_OPTIONS)
+    except TypeError:  # the validator names or normalises it
+        return None
 
 
 def normalise(records: Sequence[object], locations: Sequence[str] | None = None) -> CheckedBatch:

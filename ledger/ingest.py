@@ -12,12 +12,14 @@ normalises the values; the normalised batch then passes here.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -44,7 +46,16 @@ from .textscan import (
     splice,
 )
 
-__all__ = ["Gathering", "ParsedBatch", "Spliced", "parse_batch", "parse_parts", "worker"]
+__all__ = [
+    "SPLIT_ROWS",
+    "Gathering",
+    "ParsedBatch",
+    "Spliced",
+    "parse_batch",
+    "parse_serialised",
+    "slice_cuts",
+    "worker",
+]
 
 # What the ledger adds to a record's text, at most: ,"observed_time":"…" (46 bytes), ,"seq":…
 # (27), a newline; writer_id's member is counted on its own.
@@ -132,94 +143,256 @@ def parse_batch(text: bytes, rows: int, trusted_attrs: bool = False) -> ParsedBa
     ``trusted_attrs``: each attrs text was made by the canonical JSON serialiser (floats, nulls and
     any member names allowed), so only its JSON grammar, depth and size are checked.
     """
-    return parse_parts([(text, rows)], trusted_attrs)
+    slices = _Slices(np.array([rows], np.int64), trusted_attrs)
+    slices.add(text)
+    slices.add_no_more()
+    slices.take_from_back()
+    return slices.parsed()
 
 
-def parse_parts(
-    parts: Sequence[tuple[bytes, int]], trusted_attrs: bool = False
+# A batch of this many records or more is serialised in slices, each parsed on one of two threads
+# while the next ones are serialised (orjson holds the GIL; the compiled parse does not).
+SPLIT_ROWS = 2048
+_SLICES = 32  # at most; the worker takes a few at a time, which keeps the two threads even
+_MIN_SLICE_ROWS = 256  # each slice costs some Python
+_CLAIM_SHARE = 8  # while slices are still being added, the worker takes up to this share at once
+# How long the serialising thread waits for the worker to take a slice (it may be busy elsewhere).
+_HAND_OVER_SECONDS = 0.0005
+_PENDING = -1  # a slice's outcome until it is parsed
+
+
+def slice_cuts(rows: int) -> list[int]:
+    """Where a batch of ``rows`` records is cut into the slices that are serialised one by one."""
+    if rows < SPLIT_ROWS:
+        return [0, rows]
+    slices = max(2, min(_SLICES, rows // _MIN_SLICE_ROWS))
+    return sorted({rows * k // slices for k in range(slices + 1)})
+
+
+def parse_serialised(
+    records: Sequence[Any],
+    serialise: Callable[[Sequence[Any]], bytes | None],
+    check_size: Callable[[int], None],
 ) -> ParsedBatch | None:
-    """Parse orjson's texts of consecutive slices of a batch as one batch (see ``parse_batch``).
+    """Serialise a batch slice by slice and parse it (see ``parse_batch``); None unless every
+    record is valid and canonical.
 
-    The slices are parsed at once, each on its own thread (the compiled loop releases the GIL).
+    ``serialise`` gives orjson's sorted-key text of a slice, or None when it has none.
+    ``check_size`` gets the size of the whole batch's text (it raises if that is too large).
+    Each slice is parsed while the next ones are serialised: the worker takes slices from the
+    front as they come, and this thread, once it has serialised them all, takes the rest from the
+    back.
     """
-    texts = [text for text, _ in parts]
-    if len(texts) == 1:
-        data = np.frombuffer(texts[0], np.uint8)
-    else:  # one text, in memory already mapped (a new join's pages fault as they are written)
-        data = _work_array((sum(map(len, texts)),), np.uint8)
-        for text, start in zip(texts, np.cumsum([0, *map(len, texts)]).tolist(), strict=False):
-            data[start : start + len(text)] = np.frombuffer(text, np.uint8)
-    counts = [count for _, count in parts]
-    rows = sum(counts)
-    fields = len(FIELDS)
-    starts = _work_array((rows, fields), np.int64, zeroed=True)
-    ends = _work_array((rows, fields), np.int64, zeroed=True)
-    values = _work_array((rows, fields), np.int64, zeroed=True)
-    present = _work_array((rows, fields), np.uint8, zeroed=True)
-    escaped = np.zeros((len(parts), fields), np.uint8)
-    lengths = np.zeros((len(parts), fields), np.int64)
-    bounds = _work_array((rows, 2), np.int64)
-    inserts = _work_array((rows, 3), np.int64)
-    text_starts = np.cumsum([0, *map(len, texts)])
-    row_starts = np.cumsum([0, *counts])
-    capacities = [4 * count + 64 for count in counts]
-    while True:
-        item_bases = np.cumsum([0, *capacities])
-        item_starts = _work_array((int(item_bases[-1]),), np.int64)
-        item_ends = _work_array((int(item_bases[-1]),), np.int64)
+    cuts = slice_cuts(len(records))
+    slices = _Slices(np.diff(cuts), trusted_attrs=False)
+    if len(cuts) > 2:
+        slices.share()
+    try:
+        for first, last in itertools.pairwise(cuts):
+            text = serialise(records[first:last])
+            if text is None or slices.refused:
+                slices.stop()
+                break
+            slices.add(text)
+        else:
+            # Each slice's text is an array of its own: one array's text would be that much less.
+            check_size(slices.size - (len(cuts) - 2))
+    except BaseException:
+        slices.stop()
+        slices.join()  # once the worker's slice is parsed, nothing writes to the arrays
+        raise
+    slices.add_no_more()
+    slices.take_from_back()
+    failure = slices.join()
+    if failure is not None:
+        raise failure
+    return slices.parsed()
 
-        def parse(
-            part: int,
-            item_bases: np.ndarray = item_bases,
-            item_starts: np.ndarray = item_starts,
-            item_ends: np.ndarray = item_ends,
-        ) -> int:
-            return int(
-                parse_records(
-                    data,
-                    text_starts[part],
-                    text_starts[part + 1],
-                    row_starts[part],
-                    counts[part],
-                    item_bases[part],
-                    item_bases[part + 1],
-                    *TABLES,
-                    trusted_attrs,
-                    bounds,
-                    inserts,
-                    starts,
-                    ends,
-                    values,
-                    present,
-                    escaped[part],
-                    lengths[part],
-                    item_starts,
-                    item_ends,
-                )
-            )
 
-        others = [worker().submit(parse, part) for part in range(1, len(parts))]
-        outcomes = [parse(0), *(other.result() for other in others)]
-        if REFUSED in outcomes:
+class _Slices:
+    """The slices of one batch's text, parsed as they are added, on two threads at once.
+
+    The worker takes slices from the front as they are added; the thread that adds them takes
+    the rest from the back once all are added. A refused slice stops the parse.
+    """
+
+    def __init__(self, counts: np.ndarray, trusted_attrs: bool) -> None:
+        rows, fields = int(counts.sum()), len(FIELDS)
+        self._counts = counts
+        self._trusted_attrs = trusted_attrs
+        self._row_starts = np.concatenate(([0], np.cumsum(counts)))
+        self._text = np.empty(0, np.uint8)
+        self._text_starts = np.zeros(len(counts) + 1, np.int64)
+        self._bounds = _work_array((rows, 2), np.int64)
+        self._inserts = _work_array((rows, 3), np.int64)
+        self._starts = _work_array((rows, fields), np.int64)
+        self._ends = _work_array((rows, fields), np.int64)
+        self._values = _work_array((rows, fields), np.int64)
+        self._present = _work_array((rows, fields), np.uint8)
+        self._escaped = np.zeros((len(counts), fields), np.uint8)
+        self._lengths = np.zeros((len(counts), fields), np.int64)
+        self._outcomes = np.full(len(counts), _PENDING, np.int64)
+        self._make_items(4 * counts + 64)
+        self._changed = threading.Condition()
+        self._added = 0
+        self._front, self._back = 0, len(counts)
+        self._all_added = False
+        self._stopped = False
+        self._claim = max(1, len(counts) // _CLAIM_SHARE)
+        self._taking: Future[None] | None = None  # the worker's share
+
+    @property
+    def size(self) -> int:
+        """The bytes of text added so far."""
+        return int(self._text_starts[self._added])
+
+    @property
+    def refused(self) -> bool:
+        """Whether a slice parsed so far was refused."""
+        return bool((self._outcomes == REFUSED).any())
+
+    def add(self, text: bytes) -> None:
+        """Add the next slice's text, for either thread to parse."""
+        added = self._added
+        start, end = self.size, self.size + len(text)
+        if len(self._counts) == 1:
+            self._text = np.frombuffer(text, np.uint8)
+        else:
+            if end > len(self._text):
+                self._grow(end, added + 1)
+            self._text[start:end] = np.frombuffer(text, np.uint8)
+        self._text_starts[added + 1] = end
+        with self._changed:
+            self._added = added + 1
+            self._changed.notify_all()
+            # The worker needs the GIL to take the slice, and orjson holds it while it serialises
+            # the next one: so if the worker has nothing to parse (its slice is done, or it has
+            # yet to take the first), wait (briefly) until it has taken this one.
+            front = self._front
+            idle = added == 0 or (front > 0 and self._outcomes[front - 1] != _PENDING)
+            if self._taking is not None and idle:
+                self._changed.wait_for(lambda: self._front > front, _HAND_OVER_SECONDS)
+
+    def share(self) -> None:
+        """Have the worker take slices from the front as they are added."""
+        self._taking = worker().submit(self.take_from_front)
+
+    def join(self) -> BaseException | None:
+        """Wait until the worker takes no more slices; what it raised, if anything."""
+        taking, self._taking = self._taking, None
+        if taking is None or taking.cancel():  # not started (busy elsewhere): nothing left to take
             return None
-        if MORE_ITEMS not in outcomes:
-            break
-        capacities = [len(text) // 3 + 1 for text in texts]  # an item takes at least `"",`
-        present[:] = 0
-        escaped[:] = 0
-        lengths[:] = 0
-    found = _Found(
-        data,
-        starts,
-        ends,
-        values,
-        present,
-        escaped.max(axis=0),
-        lengths.sum(axis=0),
-        item_starts,
-        item_ends,
-    )
-    return ParsedBatch(data, bounds, inserts, found)
+        return taking.exception()
+
+    def add_no_more(self) -> None:
+        """Every slice has been added."""
+        with self._changed:
+            self._all_added = True
+            self._changed.notify()
+
+    def stop(self) -> None:
+        """Parse no more slices: the batch is not taken."""
+        with self._changed:
+            self._stopped = self._all_added = True
+            self._changed.notify()
+
+    def take_from_front(self) -> None:
+        """Parse slices from the front as they are added, until the two threads meet (worker)."""
+        while True:
+            with self._changed:
+                while self._front == self._added and not self._all_added:
+                    self._changed.wait()
+                first = self._front
+                if self._stopped or first >= min(self._added, self._back):
+                    return
+                claim = 1 if self._all_added else self._claim  # at the end, even shares
+                self._front = min(self._added, self._back, first + claim)
+                self._changed.notify_all()  # the adding thread may be waiting for this
+            self._parse(first, self._front)
+
+    def take_from_back(self) -> None:
+        """Parse slices from the back until the two threads meet (once all are added)."""
+        while True:
+            with self._changed:
+                if self._stopped or self._back <= self._front:
+                    return
+                self._back -= 1
+                slice_ = self._back
+            self._parse(slice_, slice_ + 1)
+
+    def parsed(self) -> ParsedBatch | None:
+        """The parsed batch, or None if it was refused or stopped."""
+        if self._stopped or self.refused:
+            return None
+        if (self._outcomes == MORE_ITEMS).any():
+            self._parse_again()
+            if self.refused:
+                return None
+        found = _Found(
+            self._text[: self.size],
+            self._starts,
+            self._ends,
+            self._values,
+            self._present,
+            self._escaped.max(axis=0),
+            self._lengths.sum(axis=0),
+            self._item_starts,
+            self._item_ends,
+        )
+        return ParsedBatch(found.text, self._bounds, self._inserts, found)
+
+    def _parse(self, first: int, last: int) -> None:
+        outcome = parse_records(
+            self._text,
+            first,
+            last,
+            self._text_starts,
+            self._row_starts,
+            self._item_bases,
+            *TABLES,
+            self._trusted_attrs,
+            self._bounds,
+            self._inserts,
+            self._starts,
+            self._ends,
+            self._values,
+            self._present,
+            self._escaped,
+            self._lengths,
+            self._item_starts,
+            self._item_ends,
+            self._outcomes,
+        )
+        if outcome == REFUSED:
+            self.stop()
+
+    def _grow(self, needed: int, slices: int) -> None:
+        """Room for at least ``needed`` bytes, and as much again as the slices so far suggest."""
+        rows_so_far = int(self._row_starts[slices])
+        expected = needed * int(self._row_starts[-1]) // max(rows_so_far, 1)
+        grown = _work_array((max(needed, expected + expected // 8 + 65536),), np.uint8)
+        start = self.size
+        grown[:start] = self._text[:start]
+        self._text = grown
+
+    def _make_items(self, capacities: np.ndarray) -> None:
+        self._item_bases = np.concatenate(([0], np.cumsum(capacities)))
+        self._item_starts = _work_array((int(self._item_bases[-1]),), np.int64)
+        self._item_ends = _work_array((int(self._item_bases[-1]),), np.int64)
+
+    def _parse_again(self) -> None:
+        """Parse every slice again, with room for as many list items as its text could hold."""
+        self._make_items(np.diff(self._text_starts) // 3 + 1)  # an item takes at least `"",`
+        self._escaped.fill(0)
+        self._lengths.fill(0)
+        self._outcomes.fill(_PENDING)
+        self._front, self._back = 0, len(self._counts)
+        if len(self._counts) > 1:
+            self.share()
+        self.take_from_back()
+        failure = self.join()
+        if failure is not None:
+            raise failure
 
 
 _WORKER: list[ThreadPoolExecutor] = []
@@ -246,7 +419,7 @@ _MAX_SPARE_BYTES = 16 << 20  # batches of up to ~57,000 events; at most 192 MiB 
 _ONLY_HERE = 2  # a spare buffer's references when only this cache holds it: the list's, the call's
 
 
-def _work_array(shape: tuple[int, ...], dtype: type, zeroed: bool = False) -> np.ndarray:
+def _work_array(shape: tuple[int, ...], dtype: type) -> np.ndarray:
     """An array for the parse to fill: from a spare buffer nothing else refers to, or new."""
     size = int(np.prod(shape)) * np.dtype(dtype).itemsize
     chosen = None
@@ -263,10 +436,8 @@ def _work_array(shape: tuple[int, ...], dtype: type, zeroed: bool = False) -> np
                 elif len(_SPARE) < _MAX_SPARE:
                     _SPARE.append(chosen)
     if chosen is None:
-        return np.zeros(shape, dtype) if zeroed else np.empty(shape, dtype)
+        return np.empty(shape, dtype)
     array: np.ndarray = chosen[:size].view(dtype).reshape(shape)
-    if zeroed:
-        array.fill(0)
     return array
 
 

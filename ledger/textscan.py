@@ -501,6 +501,80 @@ def _text_value_valid(
 @jit
 def parse_records(
     text: Any,
+    first: int,
+    last: int,
+    text_starts: Any,
+    row_starts: Any,
+    item_bases: Any,
+    names: Any,
+    name_offsets: Any,
+    kinds: Any,
+    required: Any,
+    hex_lengths: Any,
+    enum_bytes: Any,
+    enum_offsets: Any,
+    enum_ranges: Any,
+    goes_after: Any,
+    trusted_attrs: bool,
+    bounds: Any,
+    inserts: Any,
+    starts: Any,
+    ends: Any,
+    values: Any,
+    present: Any,
+    escaped: Any,
+    lengths: Any,
+    item_starts: Any,
+    item_ends: Any,
+    outcomes: Any,
+) -> int:
+    """Check slices ``first`` to ``last - 1`` of a batch, each orjson's text of its records (an
+    array), and record where each value lies; each slice's outcome goes in ``outcomes`` as soon as
+    it is known, where another thread may look. Stops at the first slice not accepted.
+
+    Slice k's text is text[text_starts[k]:text_starts[k + 1]], its records are rows row_starts[k]
+    on, and its list items go from item_bases[k], below the next slice's. Returns ACCEPTED,
+    REFUSED (something is invalid or not canonical), or MORE_ITEMS (the item arrays are too small).
+    """
+    for slice_ in range(first, last):
+        outcome = _parse_slice(
+            text,
+            text_starts[slice_],
+            text_starts[slice_ + 1],
+            row_starts[slice_],
+            row_starts[slice_ + 1] - row_starts[slice_],
+            item_bases[slice_],
+            item_bases[slice_ + 1],
+            names,
+            name_offsets,
+            kinds,
+            required,
+            hex_lengths,
+            enum_bytes,
+            enum_offsets,
+            enum_ranges,
+            goes_after,
+            trusted_attrs,
+            bounds,
+            inserts,
+            starts,
+            ends,
+            values,
+            present,
+            escaped[slice_],
+            lengths[slice_],
+            item_starts,
+            item_ends,
+        )
+        outcomes[slice_] = outcome
+        if outcome != ACCEPTED:
+            return outcome
+    return ACCEPTED
+
+
+@jit
+def _parse_slice(
+    text: Any,
     start: int,
     end: int,
     first_row: int,
@@ -528,12 +602,8 @@ def parse_records(
     item_starts: Any,
     item_ends: Any,
 ) -> int:
-    """Check orjson's text of ``rows`` records, ``text[start:end]``, and record where each value
-    lies, as rows ``first_row`` on (list items from ``item_base``, below ``item_limit``).
-
-    Returns ACCEPTED, REFUSED (something is invalid or not canonical), or MORE_ITEMS (the item
-    arrays are too small).
-    """
+    """``parse_records`` of one slice, ``text[start:end]``: rows ``first_row`` on, items from
+    ``item_base`` below ``item_limit``."""
     fields = len(kinds)
     keys = np.empty((_MAX_DEPTH + 2, 3), np.int64)
     items = item_base
@@ -550,6 +620,11 @@ def parse_records(
         if at >= end or text[at] != 123:  # {
             return REFUSED
         bounds[row, 0] = at
+        for field in range(fields):  # the arrays may hold an earlier batch's findings
+            starts[row, field] = 0
+            ends[row, field] = 0
+            values[row, field] = 0
+            present[row, field] = 0
         at += 1
         field = 0
         while True:

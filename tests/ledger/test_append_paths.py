@@ -55,7 +55,7 @@ from ledger.wal import WriteAheadLog, scan_wal
 
 BLOCK = 4096
 HEADER = 24  # magic, first_seq u64, count u32, payload_len u32, crc32 u32
-SPLIT = 2048  # ledger.batch.SPLIT_ROWS, written out
+SPLIT = 2048  # ledger.ingest.SPLIT_ROWS, written out
 WRITER = "w-1"
 OBSERVED = 1_700_000_000_000_000
 
@@ -569,8 +569,12 @@ def test_a_batch_over_the_size_limit_is_refused_and_nothing_is_stored(
     assert_verifies(root)
 
 
-def test_a_split_batch_over_the_size_limit_names_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ledger.batch, "SPLIT_ROWS", 4)
+@pytest.mark.parametrize("slice_rows", [256, 1])  # 2 slices, 12 slices
+def test_a_split_batch_over_the_size_limit_names_its_size(
+    monkeypatch: pytest.MonkeyPatch, slice_rows: int
+) -> None:
+    monkeypatch.setattr(ledger.ingest, "SPLIT_ROWS", 4)
+    monkeypatch.setattr(ledger.ingest, "_MIN_SLICE_ROWS", slice_rows)
     batch = [canonical_event(i) for i in range(12)]
     full = raw_size(batch)
     monkeypatch.setattr(ledger.batch, "MAX_BATCH_BYTES", full - 10)
@@ -578,27 +582,27 @@ def test_a_split_batch_over_the_size_limit_names_its_size(monkeypatch: pytest.Mo
         check_batch(batch)
     named = re.search(r"([\d,]+) bytes", str(raised.value))
     assert named is not None
-    assert abs(int(named.group(1).replace(",", "")) - full) <= 2, "the two halves' text"
+    assert int(named.group(1).replace(",", "")) == full, "the whole batch's text, not a slice's"
 
 
 # -- the two-part parse ---------------------------------------------------------------------------
 
 
-def spy_parts(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
-    """Record the row counts of the parts each parse_parts call gets."""
-    calls: list[list[int]] = []
-    real = ledger.ingest.parse_parts
+def spy_parts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the row count of each slice check_batch serialises (to parse it as a part)."""
+    counts: list[int] = []
+    real = ledger.batch._serialised
 
-    def spying(parts: Any, trusted_attrs: bool = False) -> Any:
-        calls.append([count for _, count in parts])
-        return real(parts, trusted_attrs)
+    def spying(records: Any) -> Any:
+        counts.append(len(records))
+        return real(records)
 
-    monkeypatch.setattr(ledger.ingest, "parse_parts", spying)
-    return calls
+    monkeypatch.setattr(ledger.batch, "_serialised", spying)
+    return counts
 
 
 def spy_part_outcomes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record what each run of the compiled part parser returned."""
+    """Record what each run of the compiled part parser returned (for one or more slices)."""
     outcomes: list[int] = []
     real = ledger.textscan.parse_records
 
@@ -640,12 +644,13 @@ def assert_like_one_part(checked: CheckedBatch, records: list[dict[str, Any]]) -
     assert [x.tobytes() for x in hashes] == expected_hashes
 
 
-def test_a_large_batch_is_parsed_in_two_halves_like_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_large_batch_is_parsed_in_slices_like_one(monkeypatch: pytest.MonkeyPatch) -> None:
     records = [rich_event(i) for i in range(SPLIT + 53)]
     parts = spy_parts(monkeypatch)
     checked = check_batch(records)
     assert checked.records is records, "the compiled fast path took the batch"
-    assert parts == [[len(records) // 2, len(records) - len(records) // 2]]
+    assert parts == np.diff(ledger.ingest.slice_cuts(len(records))).tolist()
+    assert len(parts) == (SPLIT + 53) // 256 and sum(parts) == len(records)
     assert_like_one_part(checked, records)
 
 
@@ -655,26 +660,43 @@ def test_a_batch_just_below_the_split_is_parsed_whole(monkeypatch: pytest.Monkey
     assert check_batch(records).records is records
     records.append(canonical_event(SPLIT - 1))
     assert check_batch(records).records is records
-    assert parts == [[SPLIT - 1], [SPLIT // 2, SPLIT // 2]]
+    assert parts == [SPLIT - 1, *[SPLIT // 8] * 8]
 
 
-@pytest.mark.parametrize(("split_rows", "rows"), [(4, 4), (4, 5), (4, 9), (2, 3), (1, 1), (1, 2)])
+@pytest.mark.parametrize(
+    ("split_rows", "slice_rows", "rows"),
+    [
+        (4, 256, 4),
+        (4, 256, 5),
+        (4, 256, 9),
+        (2, 256, 3),
+        (1, 256, 1),
+        (1, 256, 2),
+        (4, 1, 9),
+        (4, 2, 9),
+        (4, 1, 40),
+        (4, 3, 100),
+    ],
+)
 def test_small_batches_split_early_parse_like_one(
-    monkeypatch: pytest.MonkeyPatch, split_rows: int, rows: int
+    monkeypatch: pytest.MonkeyPatch, split_rows: int, slice_rows: int, rows: int
 ) -> None:
-    monkeypatch.setattr(ledger.batch, "SPLIT_ROWS", split_rows)
+    monkeypatch.setattr(ledger.ingest, "SPLIT_ROWS", split_rows)
+    monkeypatch.setattr(ledger.ingest, "_MIN_SLICE_ROWS", slice_rows)
     records = [rich_event(i) for i in range(rows)]
     parts = spy_parts(monkeypatch)
     checked = check_batch(records)
     assert checked.records is records
-    assert parts == [[rows // 2, rows - rows // 2]]
+    slices = max(2, min(32, rows // slice_rows))
+    expected = [rows * (k + 1) // slices - rows * k // slices for k in range(slices)]
+    assert parts == [part for part in expected if part], "slices of (nearly) even sizes"
     assert_like_one_part(checked, records)
 
 
 def test_a_small_split_batch_appends_and_verifies(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger.batch, "SPLIT_ROWS", 4)
+    monkeypatch.setattr(ledger.ingest, "SPLIT_ROWS", 4)
     root = new_ledger(tmp_path)
     with Ledger.open(root) as opened:
         receipts = [
@@ -688,7 +710,7 @@ def test_a_small_split_batch_appends_and_verifies(
 INVALID_AT = [
     (SPLIT + 10, SPLIT, 1500),
     (SPLIT + 10, SPLIT, 7),
-    (SPLIT + 10, SPLIT, (SPLIT + 10) // 2),  # the first record of the second half
+    (SPLIT + 10, SPLIT, (SPLIT + 10) // 8),  # the first record of the second slice
     (SPLIT + 10, SPLIT, SPLIT + 9),
     (9, 4, 6),
     (9, 4, 1),
@@ -697,10 +719,10 @@ INVALID_AT = [
 
 
 @pytest.mark.parametrize(("rows", "split_rows", "bad"), INVALID_AT)
-def test_an_invalid_record_in_either_half_is_named_by_its_batch_index(
+def test_an_invalid_record_in_any_slice_is_named_by_its_batch_index(
     monkeypatch: pytest.MonkeyPatch, rows: int, split_rows: int, bad: int
 ) -> None:
-    monkeypatch.setattr(ledger.batch, "SPLIT_ROWS", split_rows)
+    monkeypatch.setattr(ledger.ingest, "SPLIT_ROWS", split_rows)
     records = [canonical_event(i) for i in range(rows)]
     records[bad] = {**records[bad], "category": "shell"}
     locations = [f"input.jsonl:{k + 1}" for k in range(rows)]
@@ -713,18 +735,18 @@ def test_an_invalid_record_in_either_half_is_named_by_its_batch_index(
     assert [p.location for p in located.value.problems] == [locations[bad]]
 
 
-@pytest.mark.parametrize("half", ["first", "second", "both"])
-def test_many_list_items_in_a_half_outgrow_its_item_capacity(
-    monkeypatch: pytest.MonkeyPatch, half: str
+@pytest.mark.parametrize("slices", ["first", "last", "both"])
+def test_many_list_items_in_a_slice_outgrow_its_item_capacity(
+    monkeypatch: pytest.MonkeyPatch, slices: str
 ) -> None:
     rows = SPLIT
     records = [canonical_event(i) for i in range(rows)]
-    # Five rows of 1000 items in a half of 1024 rows: over its 4 items a row (plus 64).
+    # Rows of 1000 items in a slice of 256 rows: over its 4 items a row (plus 64).
     heavy = {
         "first": [3, 4, 5, 500, 1001],
-        "second": [1030, 1031, 1500, 2046, 2047],
+        "last": [1030, 1031, 1500, 2046, 2047],
         "both": [0, 1, 2, 3, 4, 1024, 1025, 1026, 1027, 2047],
-    }[half]
+    }[slices]
     for row in heavy:
         scopes = [f"scope:{row}:{n}" for n in range(1000 - row % 3)]
         records[row] = {**records[row], "credential_scopes": scopes}
@@ -740,7 +762,7 @@ def test_many_list_items_in_a_half_outgrow_its_item_capacity(
 
 
 @pytest.mark.parametrize("where", [5, SPLIT - 1, SPLIT + 1, SPLIT * 2 - 3])
-def test_a_batch_needing_normalisation_in_one_half_only_is_valid(where: int) -> None:
+def test_a_batch_needing_normalisation_in_one_slice_only_is_valid(where: int) -> None:
     records = [canonical_event(i) for i in range(SPLIT * 2)]
     fixed = [dict(r) for r in records]
     records[where] = {**records[where], "time": "2026-03-01T09:00:00+01:00"}  # not canonical
@@ -981,7 +1003,7 @@ def records_of(make: Callable[[int], dict[str, Any]], count: int, bad: int | Non
 def test_check_batch_reads_every_record_of_a_one_shot_iterator(
     monkeypatch: pytest.MonkeyPatch, make: Callable[[int], dict[str, Any]], split_rows: int
 ) -> None:
-    monkeypatch.setattr(ledger.batch, "SPLIT_ROWS", split_rows)
+    monkeypatch.setattr(ledger.ingest, "SPLIT_ROWS", split_rows)
     count = 9
     checked = check_batch(records_of(make, count, None))
     assert len(checked.records) == count and checked.columns.num_rows == count
@@ -1175,7 +1197,7 @@ def test_a_forked_child_appends_with_its_own_worker_thread(tmp_path: Path) -> No
     root = new_ledger(tmp_path)
     with Ledger.open(root) as parent:
         parent.append([tool_event(i) for i in range(3)])
-    big = [canonical_event(i) for i in range(10, 10 + ledger.batch.SPLIT_ROWS)]
+    big = [canonical_event(i) for i in range(10, 10 + ledger.ingest.SPLIT_ROWS)]
     pid = os.fork()
     if pid == 0:  # the child: exit 0 only if a split batch appends
         code = 1

@@ -18,7 +18,7 @@ from ledger_helpers import FULL_EVENT, canonical_event, tool_event
 from ledger import ingest
 from ledger.batch import CheckedBatch, check_batch
 
-ROWS = 3000  # over batch.SPLIT_ROWS: parsed in two halves on two threads
+ROWS = 3000  # over ingest.SPLIT_ROWS: parsed in slices on two threads
 
 
 def minimal(first: int, rows: int = ROWS) -> list[dict[str, Any]]:
