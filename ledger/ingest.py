@@ -43,6 +43,7 @@ from .textscan import (
     TIME,
     gather_columns,
     parse_records,
+    parse_sent_slices,
     splice,
 )
 
@@ -145,7 +146,6 @@ def parse_batch(text: bytes, rows: int, trusted_attrs: bool = False) -> ParsedBa
     """
     slices = _Slices(np.array([rows], np.int64), trusted_attrs)
     slices.add(text)
-    slices.add_no_more()
     slices.take_from_back()
     return slices.parsed()
 
@@ -153,17 +153,18 @@ def parse_batch(text: bytes, rows: int, trusted_attrs: bool = False) -> ParsedBa
 # A batch of this many records or more is serialised in slices, each parsed on one of two threads
 # while the next ones are serialised (orjson holds the GIL; the compiled parse does not).
 SPLIT_ROWS = 2048
-_SLICES = 32  # at most; the worker takes a few at a time, which keeps the two threads even
+_SLICES = 32  # at most
 _MIN_SLICE_ROWS = 256  # each slice costs some Python
-_CLAIM_SHARE = 8  # while slices are still being added, the worker takes up to this share at once
-# How long the serialising thread waits for the worker to take a slice (it may be busy elsewhere).
+_AHEAD = 2  # slices sent to the worker and not yet parsed, at most: enough to keep it busy
+_SLICE_TOKEN, _NO_MORE_SLICES = b"\x01", b"\x00"  # what the worker reads from its pipe
+# How long the serialising thread waits for the worker to start (it may be busy elsewhere).
 _HAND_OVER_SECONDS = 0.0005
 _PENDING = -1  # a slice's outcome until it is parsed
 
 
 def slice_cuts(rows: int) -> list[int]:
     """Where a batch of ``rows`` records is cut into the slices that are serialised one by one."""
-    if rows < SPLIT_ROWS:
+    if rows < max(SPLIT_ROWS, 2):
         return [0, rows]
     slices = max(2, min(_SLICES, rows // _MIN_SLICE_ROWS))
     return sorted({rows * k // slices for k in range(slices + 1)})
@@ -178,42 +179,45 @@ def parse_serialised(
     record is valid and canonical.
 
     ``serialise`` gives orjson's sorted-key text of a slice, or None when it has none.
-    ``check_size`` gets the size of the whole batch's text (it raises if that is too large).
-    Each slice is parsed while the next ones are serialised: the worker takes slices from the
-    front as they come, and this thread, once it has serialised them all, takes the rest from the
-    back.
+    ``check_size`` gets the size of the whole batch's text (it raises if that is too large),
+    unless a slice has no text. Each slice is parsed while the next ones are serialised: the
+    worker parses the slices this thread sends it, from the front, and this thread, once it has
+    serialised them all, parses the rest from the back (see ``_Slices``).
     """
     cuts = slice_cuts(len(records))
     slices = _Slices(np.diff(cuts), trusted_attrs=False)
     if len(cuts) > 2:
         slices.share()
+    size = 0
     try:
         for first, last in itertools.pairwise(cuts):
             text = serialise(records[first:last])
-            if text is None or slices.refused:
+            if text is None:
                 slices.stop()
                 break
-            slices.add(text)
+            size += len(text)
+            if slices.refused:  # the rest is serialised only for its size, which is checked
+                slices.stop()
+            else:
+                slices.add(text)
         else:
             # Each slice's text is an array of its own: one array's text would be that much less.
-            check_size(slices.size - (len(cuts) - 2))
+            check_size(size - (len(cuts) - 2))
     except BaseException:
         slices.stop()
-        slices.join()  # once the worker's slice is parsed, nothing writes to the arrays
+        slices.unshare()  # once the worker's slices are parsed, nothing writes to the arrays
         raise
-    slices.add_no_more()
     slices.take_from_back()
-    failure = slices.join()
-    if failure is not None:
-        raise failure
     return slices.parsed()
 
 
 class _Slices:
     """The slices of one batch's text, parsed as they are added, on two threads at once.
 
-    The worker takes slices from the front as they are added; the thread that adds them takes
-    the rest from the back once all are added. A refused slice stops the parse.
+    The worker parses the slices sent to it, from the front, in order: the adding thread keeps it
+    a slice or two ahead, and once all are added parses the rest from the back. The worker waits
+    for each slice on a pipe, inside the compiled loop, so it never needs the GIL (which orjson
+    holds while the adding thread serialises). A refused slice stops the parse.
     """
 
     def __init__(self, counts: np.ndarray, trusted_attrs: bool) -> None:
@@ -233,13 +237,12 @@ class _Slices:
         self._lengths = np.zeros((len(counts), fields), np.int64)
         self._outcomes = np.full(len(counts), _PENDING, np.int64)
         self._make_items(4 * counts + 64)
-        self._changed = threading.Condition()
         self._added = 0
-        self._front, self._back = 0, len(counts)
-        self._all_added = False
+        self._sent = 0  # slices [0, sent) are the worker's to parse
+        self._back = len(counts)  # slices [back, count) are this thread's
         self._stopped = False
-        self._claim = max(1, len(counts) // _CLAIM_SHARE)
-        self._taking: Future[None] | None = None  # the worker's share
+        self._shared = False  # the worker takes a share
+        self._sharing: _Sharing | None = None  # the worker's share, while it runs
 
     @property
     def size(self) -> int:
@@ -250,6 +253,12 @@ class _Slices:
     def refused(self) -> bool:
         """Whether a slice parsed so far was refused."""
         return bool((self._outcomes == REFUSED).any())
+
+    def share(self) -> None:
+        """Have the worker parse slices from now on, as they are added."""
+        self._shared = True
+        if self._added:
+            self._start_worker()
 
     def add(self, text: bytes) -> None:
         """Add the next slice's text, for either thread to parse."""
@@ -262,63 +271,63 @@ class _Slices:
                 self._grow(end, added + 1)
             self._text[start:end] = np.frombuffer(text, np.uint8)
         self._text_starts[added + 1] = end
-        with self._changed:
-            self._added = added + 1
-            self._changed.notify_all()
-            # The worker needs the GIL to take the slice, and orjson holds it while it serialises
-            # the next one: so if the worker has nothing to parse (its slice is done, or it has
-            # yet to take the first), wait (briefly) until it has taken this one.
-            front = self._front
-            idle = added == 0 or (front > 0 and self._outcomes[front - 1] != _PENDING)
-            if self._taking is not None and idle:
-                self._changed.wait_for(lambda: self._front > front, _HAND_OVER_SECONDS)
+        self._added = added + 1
+        if self._shared and self._sharing is None:
+            self._start_worker()
+        if self._sharing is not None:
+            self._send(self._sharing)
 
-    def share(self) -> None:
-        """Have the worker take slices from the front as they are added."""
-        self._taking = worker().submit(self.take_from_front)
-
-    def join(self) -> BaseException | None:
-        """Wait until the worker takes no more slices; what it raised, if anything."""
-        taking, self._taking = self._taking, None
-        if taking is None or taking.cancel():  # not started (busy elsewhere): nothing left to take
-            return None
-        return taking.exception()
-
-    def add_no_more(self) -> None:
-        """Every slice has been added."""
-        with self._changed:
-            self._all_added = True
-            self._changed.notify()
+    def _start_worker(self) -> None:
+        """Start the worker on the slices from the next one not sent, in the text as it is."""
+        try:
+            read_end, write_end = os.pipe()
+        except OSError:  # e.g. no file descriptors left: parse on this thread alone
+            self._shared = False
+            return
+        done, started = np.full(1, self._sent, np.int64), threading.Event()
+        parsing = worker().submit(self._parse_sent, read_end, done, started, self._text)
+        self._sharing = sharing = _Sharing(write_end, read_end, done, started, parsing)
+        self._send(sharing)
+        sharing.started.wait(_HAND_OVER_SECONDS)  # it needs the GIL to start: wait while it does
 
     def stop(self) -> None:
         """Parse no more slices: the batch is not taken."""
-        with self._changed:
-            self._stopped = self._all_added = True
-            self._changed.notify()
-
-    def take_from_front(self) -> None:
-        """Parse slices from the front as they are added, until the two threads meet (worker)."""
-        while True:
-            with self._changed:
-                while self._front == self._added and not self._all_added:
-                    self._changed.wait()
-                first = self._front
-                if self._stopped or first >= min(self._added, self._back):
-                    return
-                claim = 1 if self._all_added else self._claim  # at the end, even shares
-                self._front = min(self._added, self._back, first + claim)
-                self._changed.notify_all()  # the adding thread may be waiting for this
-            self._parse(first, self._front)
+        self._stopped = True
 
     def take_from_back(self) -> None:
-        """Parse slices from the back until the two threads meet (once all are added)."""
-        while True:
-            with self._changed:
-                if self._stopped or self._back <= self._front:
-                    return
-                self._back -= 1
-                slice_ = self._back
-            self._parse(slice_, slice_ + 1)
+        """Parse the slices not sent to the worker, from the back, keeping the worker busy; then
+        wait for the worker (once all are added, or the parse stopped)."""
+        while not self._stopped:
+            if self._sharing is not None:
+                self._send(self._sharing)
+            if self._back <= self._sent:
+                break
+            self._back -= 1
+            self._parse(self._back, self._back + 1)
+        self.unshare()
+
+    def unshare(self) -> None:
+        """Send the worker nothing more and wait until it has parsed what it was sent; parse here
+        what it did not (it may not have started, being busy elsewhere)."""
+        self._shared = False
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        sharing, self._sharing = self._sharing, None
+        if sharing is None:
+            return
+        # The end of the slices (not the pipe's close: a forked child may hold its write end).
+        os.write(sharing.pipe, _NO_MORE_SLICES)
+        failure = None if sharing.parsing.cancel() else sharing.parsing.exception()
+        os.close(sharing.pipe)
+        os.close(sharing.read_end)
+        if failure is not None:
+            raise failure
+        for slice_ in range(int(sharing.done[0]), self._sent):
+            if self._stopped:
+                break
+            if self._outcomes[slice_] == _PENDING:
+                self._parse(slice_, slice_ + 1)
 
     def parsed(self) -> ParsedBatch | None:
         """The parsed batch, or None if it was refused or stopped."""
@@ -326,7 +335,7 @@ class _Slices:
             return None
         if (self._outcomes == MORE_ITEMS).any():
             self._parse_again()
-            if self.refused:
+            if self._stopped or self.refused:
                 return None
         found = _Found(
             self._text[: self.size],
@@ -340,6 +349,43 @@ class _Slices:
             self._item_ends,
         )
         return ParsedBatch(found.text, self._bounds, self._inserts, found)
+
+    def _send(self, sharing: _Sharing) -> None:
+        """Send the worker added slices, to keep it up to _AHEAD slices ahead of its parse."""
+        ahead = self._sent - int(sharing.done[0])
+        count = min(self._added, self._back) - self._sent
+        count = min(count, _AHEAD - ahead)
+        if count > 0:
+            os.write(sharing.pipe, _SLICE_TOKEN * count)
+            self._sent += count
+
+    def _parse_sent(
+        self, read_end: int, done: np.ndarray, started: threading.Event, text: np.ndarray
+    ) -> None:
+        """On the worker: parse each slice as it is sent, until the pipe closes."""
+        started.set()
+        parse_sent_slices(
+            read_end,
+            np.zeros(1, np.uint8),
+            done,
+            text,
+            self._text_starts,
+            self._row_starts,
+            self._item_bases,
+            *TABLES,
+            self._trusted_attrs,
+            self._bounds,
+            self._inserts,
+            self._starts,
+            self._ends,
+            self._values,
+            self._present,
+            self._escaped,
+            self._lengths,
+            self._item_starts,
+            self._item_ends,
+            self._outcomes,
+        )
 
     def _parse(self, first: int, last: int) -> None:
         outcome = parse_records(
@@ -367,10 +413,12 @@ class _Slices:
             self.stop()
 
     def _grow(self, needed: int, slices: int) -> None:
-        """Room for at least ``needed`` bytes, and as much again as the slices so far suggest."""
+        """Room for at least ``needed`` bytes, and half as much again as the slices so far
+        suggest. The worker parses the text it was given: it starts again with the new one."""
+        self._stop_worker()
         rows_so_far = int(self._row_starts[slices])
         expected = needed * int(self._row_starts[-1]) // max(rows_so_far, 1)
-        grown = _work_array((max(needed, expected + expected // 8 + 65536),), np.uint8)
+        grown = _work_array((max(needed, expected + expected // 2 + 65536),), np.uint8)
         start = self.size
         grown[:start] = self._text[:start]
         self._text = grown
@@ -386,13 +434,21 @@ class _Slices:
         self._escaped.fill(0)
         self._lengths.fill(0)
         self._outcomes.fill(_PENDING)
-        self._front, self._back = 0, len(self._counts)
+        self._sent, self._back = 0, len(self._counts)
         if len(self._counts) > 1:
             self.share()
         self.take_from_back()
-        failure = self.join()
-        if failure is not None:
-            raise failure
+
+
+@dataclass(frozen=True)
+class _Sharing:
+    """The worker's share of a parse: the pipe that sends it slices, and how far it has got."""
+
+    pipe: int  # the write end: a byte a slice, then one that ends them
+    read_end: int
+    done: np.ndarray  # (1,) int64: the worker has parsed every slice before this one
+    started: threading.Event
+    parsing: Future[None]
 
 
 _WORKER: list[ThreadPoolExecutor] = []

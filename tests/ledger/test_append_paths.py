@@ -602,16 +602,20 @@ def spy_parts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def spy_part_outcomes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record what each run of the compiled part parser returned (for one or more slices)."""
+    """Record each slice's outcome as each parse of a batch ends: every slice's outcome of the
+    first parse, then, if it ran out of item capacity, every slice's of the parse again."""
     outcomes: list[int] = []
-    real = ledger.textscan.parse_records
+    real = ledger.ingest._Slices.parsed
 
-    def spying(*args: Any) -> Any:
-        outcome = real(*args)
-        outcomes.append(int(outcome))
-        return outcome
+    def spying(slices: Any) -> Any:
+        first = slices._outcomes.tolist()
+        outcomes.extend(first)
+        parsed = real(slices)
+        if ledger.textscan.MORE_ITEMS in first:
+            outcomes.extend(slices._outcomes.tolist())
+        return parsed
 
-    monkeypatch.setattr(ledger.ingest, "parse_records", spying)
+    monkeypatch.setattr(ledger.ingest._Slices, "parsed", spying)
     return outcomes
 
 
