@@ -188,8 +188,8 @@ def parse_serialised(
     slices = _Slices(np.diff(cuts), trusted_attrs=False)
     if len(cuts) > 2:
         slices.share()
-    size = 0
     try:
+        size = 0
         for first, last in itertools.pairwise(cuts):
             text = serialise(records[first:last])
             if text is None:
@@ -203,12 +203,13 @@ def parse_serialised(
         else:
             # Each slice's text is an array of its own: one array's text would be that much less.
             check_size(size - (len(cuts) - 2))
+        slices.take_from_back()
+        return slices.parsed()
     except BaseException:
         slices.stop()
-        slices.unshare()  # once the worker's slices are parsed, nothing writes to the arrays
         raise
-    slices.take_from_back()
-    return slices.parsed()
+    finally:  # on every path, the worker's share ends before the batch's arrays are let go
+        slices.unshare()
 
 
 class _Slices:
@@ -217,7 +218,9 @@ class _Slices:
     The worker parses the slices sent to it, from the front, in order: the adding thread keeps it
     a slice or two ahead, and once all are added parses the rest from the back. The worker waits
     for each slice on a pipe, inside the compiled loop, so it never needs the GIL (which orjson
-    holds while the adding thread serialises). A refused slice stops the parse.
+    holds while the adding thread serialises). While it waits it is busy with this batch: other
+    work given to it (another writer's, in the same process) waits too. A slice refused on either
+    thread ends the parse.
     """
 
     def __init__(self, counts: np.ndarray, trusted_attrs: bool) -> None:
@@ -260,6 +263,11 @@ class _Slices:
         if self._added:
             self._start_worker()
 
+    def unshare(self) -> None:
+        """End the worker's share, once it has parsed what it was sent (see ``_stop_worker``)."""
+        self._shared = False
+        self._stop_worker()
+
     def add(self, text: bytes) -> None:
         """Add the next slice's text, for either thread to parse."""
         added = self._added
@@ -272,23 +280,10 @@ class _Slices:
             self._text[start:end] = np.frombuffer(text, np.uint8)
         self._text_starts[added + 1] = end
         self._added = added + 1
-        if self._shared and self._sharing is None:
+        if self._shared and self._sharing is None and not self._stopped:
             self._start_worker()
         if self._sharing is not None:
             self._send(self._sharing)
-
-    def _start_worker(self) -> None:
-        """Start the worker on the slices from the next one not sent, in the text as it is."""
-        try:
-            read_end, write_end = os.pipe()
-        except OSError:  # e.g. no file descriptors left: parse on this thread alone
-            self._shared = False
-            return
-        done, started = np.full(1, self._sent, np.int64), threading.Event()
-        parsing = worker().submit(self._parse_sent, read_end, done, started, self._text)
-        self._sharing = sharing = _Sharing(write_end, read_end, done, started, parsing)
-        self._send(sharing)
-        sharing.started.wait(_HAND_OVER_SECONDS)  # it needs the GIL to start: wait while it does
 
     def stop(self) -> None:
         """Parse no more slices: the batch is not taken."""
@@ -296,38 +291,15 @@ class _Slices:
 
     def take_from_back(self) -> None:
         """Parse the slices not sent to the worker, from the back, keeping the worker busy; then
-        wait for the worker (once all are added, or the parse stopped)."""
-        while not self._stopped:
+        end its share (once all are added, or the parse stopped)."""
+        while not (self._stopped or self.refused):
             if self._sharing is not None:
                 self._send(self._sharing)
             if self._back <= self._sent:
                 break
             self._back -= 1
-            self._parse(self._back, self._back + 1)
+            self._parse(self._back)
         self.unshare()
-
-    def unshare(self) -> None:
-        """Send the worker nothing more and wait until it has parsed what it was sent; parse here
-        what it did not (it may not have started, being busy elsewhere)."""
-        self._shared = False
-        self._stop_worker()
-
-    def _stop_worker(self) -> None:
-        sharing, self._sharing = self._sharing, None
-        if sharing is None:
-            return
-        # The end of the slices (not the pipe's close: a forked child may hold its write end).
-        os.write(sharing.pipe, _NO_MORE_SLICES)
-        failure = None if sharing.parsing.cancel() else sharing.parsing.exception()
-        os.close(sharing.pipe)
-        os.close(sharing.read_end)
-        if failure is not None:
-            raise failure
-        for slice_ in range(int(sharing.done[0]), self._sent):
-            if self._stopped:
-                break
-            if self._outcomes[slice_] == _PENDING:
-                self._parse(slice_, slice_ + 1)
 
     def parsed(self) -> ParsedBatch | None:
         """The parsed batch, or None if it was refused or stopped."""
@@ -350,19 +322,60 @@ class _Slices:
         )
         return ParsedBatch(found.text, self._bounds, self._inserts, found)
 
+    def _start_worker(self) -> None:
+        """Start the worker on the slices from the next one not sent, in the text as it is."""
+        try:
+            read_end, write_end = os.pipe()
+        except OSError:  # e.g. no file descriptors left: parse on this thread alone
+            self._shared = False
+            return
+        done, started = np.full(1, self._sent, np.int64), threading.Event()
+        try:
+            parsing = worker().submit(self._parse_sent, read_end, done, started, self._text)
+        except BaseException as err:
+            os.close(read_end)
+            os.close(write_end)
+            if not isinstance(err, RuntimeError):
+                raise
+            self._shared = False  # it takes no new work (the interpreter is exiting)
+            return
+        self._sharing = sharing = _Sharing(write_end, read_end, done, started, parsing)
+        self._send(sharing)
+        sharing.started.wait(_HAND_OVER_SECONDS)  # it needs the GIL to start: wait while it does
+
     def _send(self, sharing: _Sharing) -> None:
         """Send the worker added slices, to keep it up to _AHEAD slices ahead of its parse."""
         ahead = self._sent - int(sharing.done[0])
         count = min(self._added, self._back) - self._sent
         count = min(count, _AHEAD - ahead)
         if count > 0:
-            os.write(sharing.pipe, _SLICE_TOKEN * count)
+            os.write(sharing.write_end, _SLICE_TOKEN * count)
             self._sent += count
+
+    def _stop_worker(self) -> None:
+        """Send the worker the end of its slices and wait until it stops; then parse here the
+        slices it was sent and did not parse (it stopped early, or never started, being busy
+        elsewhere). Its pipe is closed on every path."""
+        sharing, self._sharing = self._sharing, None
+        if sharing is None:
+            return
+        try:  # the end: not only the write end's close, as a forked child may hold a copy of it
+            os.write(sharing.write_end, _NO_MORE_SLICES)
+        finally:
+            os.close(sharing.write_end)
+            sharing.parsing.add_done_callback(lambda _: os.close(sharing.read_end))
+        failure = None if sharing.parsing.cancel() else sharing.parsing.exception()
+        if failure is not None:
+            raise failure
+        for slice_ in range(int(sharing.done[0]), self._sent):
+            if self._stopped or self.refused:
+                break
+            self._parse(slice_)
 
     def _parse_sent(
         self, read_end: int, done: np.ndarray, started: threading.Event, text: np.ndarray
     ) -> None:
-        """On the worker: parse each slice as it is sent, until the pipe closes."""
+        """On the worker: parse each slice sent, until the end is sent (see parse_sent_slices)."""
         started.set()
         parse_sent_slices(
             read_end,
@@ -374,40 +387,19 @@ class _Slices:
             self._item_bases,
             *TABLES,
             self._trusted_attrs,
-            self._bounds,
-            self._inserts,
-            self._starts,
-            self._ends,
-            self._values,
-            self._present,
-            self._escaped,
-            self._lengths,
-            self._item_starts,
-            self._item_ends,
-            self._outcomes,
+            *self._outputs,
         )
 
-    def _parse(self, first: int, last: int) -> None:
+    def _parse(self, slice_: int) -> None:
         outcome = parse_records(
             self._text,
-            first,
-            last,
+            slice_,
             self._text_starts,
             self._row_starts,
             self._item_bases,
             *TABLES,
             self._trusted_attrs,
-            self._bounds,
-            self._inserts,
-            self._starts,
-            self._ends,
-            self._values,
-            self._present,
-            self._escaped,
-            self._lengths,
-            self._item_starts,
-            self._item_ends,
-            self._outcomes,
+            *self._outputs,
         )
         if outcome == REFUSED:
             self.stop()
@@ -427,6 +419,20 @@ class _Slices:
         self._item_bases = np.concatenate(([0], np.cumsum(capacities)))
         self._item_starts = _work_array((int(self._item_bases[-1]),), np.int64)
         self._item_ends = _work_array((int(self._item_bases[-1]),), np.int64)
+        # What the compiled parse writes, in the order it takes them.
+        self._outputs = (
+            self._bounds,
+            self._inserts,
+            self._starts,
+            self._ends,
+            self._values,
+            self._present,
+            self._escaped,
+            self._lengths,
+            self._item_starts,
+            self._item_ends,
+            self._outcomes,
+        )
 
     def _parse_again(self) -> None:
         """Parse every slice again, with room for as many list items as its text could hold."""
@@ -444,7 +450,7 @@ class _Slices:
 class _Sharing:
     """The worker's share of a parse: the pipe that sends it slices, and how far it has got."""
 
-    pipe: int  # the write end: a byte a slice, then one that ends them
+    write_end: int  # a byte a slice, then one that ends them
     read_end: int
     done: np.ndarray  # (1,) int64: the worker has parsed every slice before this one
     started: threading.Event

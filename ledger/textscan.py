@@ -503,8 +503,7 @@ def _text_value_valid(
 @jit
 def parse_records(
     text: Any,
-    first: int,
-    last: int,
+    slice_: int,
     text_starts: Any,
     row_starts: Any,
     item_bases: Any,
@@ -530,48 +529,45 @@ def parse_records(
     item_ends: Any,
     outcomes: Any,
 ) -> int:
-    """Check slices ``first`` to ``last - 1`` of a batch, each orjson's text of its records (an
-    array), and record where each value lies; each slice's outcome goes in ``outcomes`` as soon as
-    it is known, where another thread may look. Stops at the first slice not accepted.
+    """Check one slice of a batch, orjson's text of its records (an array), and record where each
+    value lies; its outcome also goes in ``outcomes[slice_]``, where another thread may look.
 
-    Slice k's text is text[text_starts[k]:text_starts[k + 1]], its records are rows row_starts[k]
-    on, and its list items go from item_bases[k], below the next slice's. Returns ACCEPTED,
-    REFUSED (something is invalid or not canonical), or MORE_ITEMS (the item arrays are too small).
+    The slice's text is text[text_starts[slice_]:text_starts[slice_ + 1]], its records are rows
+    row_starts[slice_] on, and its list items go from item_bases[slice_], below the next slice's.
+    Returns ACCEPTED, REFUSED (something is invalid or not canonical), or MORE_ITEMS (the item
+    arrays are too small).
     """
-    for slice_ in range(first, last):
-        outcome = _parse_slice(
-            text,
-            text_starts[slice_],
-            text_starts[slice_ + 1],
-            row_starts[slice_],
-            row_starts[slice_ + 1] - row_starts[slice_],
-            item_bases[slice_],
-            item_bases[slice_ + 1],
-            names,
-            name_offsets,
-            kinds,
-            required,
-            hex_lengths,
-            enum_bytes,
-            enum_offsets,
-            enum_ranges,
-            goes_after,
-            trusted_attrs,
-            bounds,
-            inserts,
-            starts,
-            ends,
-            values,
-            present,
-            escaped[slice_],
-            lengths[slice_],
-            item_starts,
-            item_ends,
-        )
-        outcomes[slice_] = outcome
-        if outcome != ACCEPTED:
-            return outcome
-    return ACCEPTED
+    outcome = _parse_slice(
+        text,
+        text_starts[slice_],
+        text_starts[slice_ + 1],
+        row_starts[slice_],
+        row_starts[slice_ + 1] - row_starts[slice_],
+        item_bases[slice_],
+        item_bases[slice_ + 1],
+        names,
+        name_offsets,
+        kinds,
+        required,
+        hex_lengths,
+        enum_bytes,
+        enum_offsets,
+        enum_ranges,
+        goes_after,
+        trusted_attrs,
+        bounds,
+        inserts,
+        starts,
+        ends,
+        values,
+        present,
+        escaped[slice_],
+        lengths[slice_],
+        item_starts,
+        item_ends,
+    )
+    outcomes[slice_] = outcome
+    return outcome
 
 
 # read(2), called from compiled code: the worker waits for each slice without holding the GIL.
@@ -618,7 +614,6 @@ def parse_sent_slices(
         outcome = parse_records(
             text,
             slice_,
-            slice_ + 1,
             text_starts,
             row_starts,
             item_bases,
