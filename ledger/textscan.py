@@ -576,69 +576,13 @@ _SLICE_SENT = 1
 
 
 @jit
-def parse_sent_slices(
-    pipe: int,
-    token: Any,
-    done: Any,
-    text: Any,
-    text_starts: Any,
-    row_starts: Any,
-    item_bases: Any,
-    names: Any,
-    name_offsets: Any,
-    kinds: Any,
-    required: Any,
-    hex_lengths: Any,
-    enum_bytes: Any,
-    enum_offsets: Any,
-    enum_ranges: Any,
-    goes_after: Any,
-    trusted_attrs: bool,
-    bounds: Any,
-    inserts: Any,
-    starts: Any,
-    ends: Any,
-    values: Any,
-    present: Any,
-    escaped: Any,
-    lengths: Any,
-    item_starts: Any,
-    item_ends: Any,
-    outcomes: Any,
-) -> None:
-    """``parse_records`` of slices ``done[0]``, ``done[0] + 1``, ... one for each 1 read from
-    ``pipe``, until it reads anything else (or a slice is not accepted, or the read fails);
-    ``done[0]`` counts up as each is parsed, where another thread may look."""
+def parse_sent_slices(pipe: int, token: Any, done: Any, text: Any, *layout: Any) -> None:
+    """``parse_records(text, slice_, *layout)`` of slices ``done[0]``, ``done[0] + 1``, ... one
+    for each 1 read from ``pipe``, until it reads anything else (or a slice is not accepted, or
+    the read fails); ``done[0]`` counts up as each is parsed, where another thread may look."""
     while _read(pipe, token.ctypes.data, 1) == 1 and token[0] == _SLICE_SENT:
         slice_ = done[0]
-        outcome = parse_records(
-            text,
-            slice_,
-            text_starts,
-            row_starts,
-            item_bases,
-            names,
-            name_offsets,
-            kinds,
-            required,
-            hex_lengths,
-            enum_bytes,
-            enum_offsets,
-            enum_ranges,
-            goes_after,
-            trusted_attrs,
-            bounds,
-            inserts,
-            starts,
-            ends,
-            values,
-            present,
-            escaped,
-            lengths,
-            item_starts,
-            item_ends,
-            outcomes,
-        )
+        outcome = parse_records(text, slice_, *layout)
         done[0] = slice_ + 1
         if outcome != ACCEPTED:
             return
