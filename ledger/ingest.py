@@ -377,30 +377,10 @@ class _Slices:
     ) -> None:
         """On the worker: parse each slice sent, until the end is sent (see parse_sent_slices)."""
         started.set()
-        parse_sent_slices(
-            read_end,
-            np.zeros(1, np.uint8),
-            done,
-            text,
-            self._text_starts,
-            self._row_starts,
-            self._item_bases,
-            *TABLES,
-            self._trusted_attrs,
-            *self._outputs,
-        )
+        parse_sent_slices(read_end, np.zeros(1, np.uint8), done, text, *self._layout)
 
     def _parse(self, slice_: int) -> None:
-        outcome = parse_records(
-            self._text,
-            slice_,
-            self._text_starts,
-            self._row_starts,
-            self._item_bases,
-            *TABLES,
-            self._trusted_attrs,
-            *self._outputs,
-        )
+        outcome = parse_records(self._text, slice_, *self._layout)
         if outcome == REFUSED:
             self.stop()
 
@@ -419,8 +399,14 @@ class _Slices:
         self._item_bases = np.concatenate(([0], np.cumsum(capacities)))
         self._item_starts = _work_array((int(self._item_bases[-1]),), np.int64)
         self._item_ends = _work_array((int(self._item_bases[-1]),), np.int64)
-        # What the compiled parse writes, in the order it takes them.
-        self._outputs = (
+        # What the compiled parse takes after the text and the slice: where the slices are, the
+        # tables, and what it writes.
+        self._layout = (
+            self._text_starts,
+            self._row_starts,
+            self._item_bases,
+            *TABLES,
+            self._trusted_attrs,
             self._bounds,
             self._inserts,
             self._starts,
@@ -470,10 +456,10 @@ def worker() -> ThreadPoolExecutor:
 
 
 # The parse's work arrays take several megabytes a batch. Fresh ones cost a page fault for each
-# 4 KiB page the parse touches (about 3 ms a batch of 10,000 events, on the parsing threads);
-# zeroing arrays already mapped costs about a twentieth of that. So their memory is kept and handed
-# out again once nothing else refers to it: a parsed batch still alive, or any view of its arrays,
-# keeps its memory from being reused.
+# 4 KiB page the parse touches (about 3 ms a batch of 10,000 events, on the parsing threads), and
+# the parse writes each row afresh anyway (absent fields as zeros). So their memory is kept and
+# handed out again once nothing else refers to it: a parsed batch still alive, or any view of its
+# arrays, keeps its memory from being reused.
 _SPARE: list[np.ndarray] = []
 _SPARE_LOCK = threading.Lock()
 _MAX_SPARE = 12
