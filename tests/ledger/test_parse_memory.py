@@ -40,12 +40,12 @@ def fresh_columns(records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 def found_arrays(checked: CheckedBatch) -> list[np.ndarray]:
     found = checked.parsed.found
     arrays = [found.starts, found.ends, found.values, found.present, found.item_starts]
-    return [*arrays, checked.parsed.text]  # the halves' texts, joined in reused memory
+    return [*arrays, checked.parsed.text]  # the slices' texts, joined in reused memory
 
 
 def test_a_batch_kept_alive_keeps_its_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     kept = check_batch(full(0))
-    assert isinstance(kept.parsed.text.base, np.ndarray)  # two halves joined in reused memory
+    assert isinstance(kept.parsed.text.base, np.ndarray)  # the slices joined in reused memory
     before = [array.copy() for array in found_arrays(kept)]
     for round_ in range(6):
         other = check_batch(minimal(10_000 * (round_ + 1)))
