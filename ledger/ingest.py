@@ -399,12 +399,15 @@ class _Slices:
         self._item_bases = np.concatenate(([0], np.cumsum(capacities)))
         self._item_starts = _work_array((int(self._item_bases[-1]),), np.int64)
         self._item_ends = _work_array((int(self._item_bases[-1]),), np.int64)
-        # What the compiled parse takes after the text and the slice: where the slices are, the
-        # tables, and what it writes.
+        # What the compiled parse takes after the text and the slice (see parse_records): where
+        # the slices are, what it writes per slice, the tables, and what it writes per row.
         self._layout = (
             self._text_starts,
             self._row_starts,
             self._item_bases,
+            self._escaped,
+            self._lengths,
+            self._outcomes,
             *TABLES,
             self._trusted_attrs,
             self._bounds,
@@ -413,11 +416,8 @@ class _Slices:
             self._ends,
             self._values,
             self._present,
-            self._escaped,
-            self._lengths,
             self._item_starts,
             self._item_ends,
-            self._outcomes,
         )
 
     def _parse_again(self) -> None:

@@ -507,35 +507,19 @@ def parse_records(
     text_starts: Any,
     row_starts: Any,
     item_bases: Any,
-    names: Any,
-    name_offsets: Any,
-    kinds: Any,
-    required: Any,
-    hex_lengths: Any,
-    enum_bytes: Any,
-    enum_offsets: Any,
-    enum_ranges: Any,
-    goes_after: Any,
-    trusted_attrs: bool,
-    bounds: Any,
-    inserts: Any,
-    starts: Any,
-    ends: Any,
-    values: Any,
-    present: Any,
     escaped: Any,
     lengths: Any,
-    item_starts: Any,
-    item_ends: Any,
     outcomes: Any,
+    *tables_and_findings: Any,
 ) -> int:
     """Check one slice of a batch, orjson's text of its records (an array), and record where each
     value lies; its outcome also goes in ``outcomes[slice_]``, where another thread may look.
 
     The slice's text is text[text_starts[slice_]:text_starts[slice_ + 1]], its records are rows
-    row_starts[slice_] on, and its list items go from item_bases[slice_], below the next slice's.
-    Returns ACCEPTED, REFUSED (something is invalid or not canonical), or MORE_ITEMS (the item
-    arrays are too small).
+    row_starts[slice_] on, and its list items go from item_bases[slice_], below the next slice's;
+    ``escaped`` and ``lengths`` have a row per slice. ``tables_and_findings`` are the rest of
+    ``_parse_slice``'s arguments. Returns ACCEPTED, REFUSED (something is invalid or not
+    canonical), or MORE_ITEMS (the item arrays are too small).
     """
     outcome = _parse_slice(
         text,
@@ -545,26 +529,9 @@ def parse_records(
         row_starts[slice_ + 1] - row_starts[slice_],
         item_bases[slice_],
         item_bases[slice_ + 1],
-        names,
-        name_offsets,
-        kinds,
-        required,
-        hex_lengths,
-        enum_bytes,
-        enum_offsets,
-        enum_ranges,
-        goes_after,
-        trusted_attrs,
-        bounds,
-        inserts,
-        starts,
-        ends,
-        values,
-        present,
         escaped[slice_],
         lengths[slice_],
-        item_starts,
-        item_ends,
+        *tables_and_findings,
     )
     outcomes[slice_] = outcome
     return outcome
@@ -597,6 +564,8 @@ def _parse_slice(
     rows: int,
     item_base: int,
     item_limit: int,
+    escaped: Any,
+    lengths: Any,
     names: Any,
     name_offsets: Any,
     kinds: Any,
@@ -613,8 +582,6 @@ def _parse_slice(
     ends: Any,
     values: Any,
     present: Any,
-    escaped: Any,
-    lengths: Any,
     item_starts: Any,
     item_ends: Any,
 ) -> int:
