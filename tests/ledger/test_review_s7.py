@@ -62,6 +62,7 @@ from tests.ledger.test_slices import (
     finishes,
     heavy,
     rich_batch,
+    run_threads,
     sliced,
     worker_blocked,
 )
@@ -480,11 +481,7 @@ def test_no_fd_is_left_open_and_no_share_left_running_after_any_batch(
                 with pytest.raises(MemoryError):
                     finishes(lambda: check_batch(valid))
         threads = [threading.Thread(target=check_all, args=(False,), daemon=True) for _ in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(HANG_SECONDS)
-        assert not any(t.is_alive() for t in threads), "a thread hangs"
+        run_threads(threads)
         assert all(s.sharing.parsing.done() for s in shares)
         assert open_fds() == before, "every pipe closed"
     assert len(shares) > 50, "the batches were shared with the worker"

@@ -120,6 +120,15 @@ def finishes(run: Callable[[], T], timeout: float = HANG_SECONDS) -> T:
     return result
 
 
+def run_threads(threads: list[threading.Thread]) -> None:
+    """Start the threads and wait for them all; fail if any is still running (a hang)."""
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG_SECONDS)
+    assert not any(thread.is_alive() for thread in threads), "a thread hangs"
+
+
 def assert_worker_free() -> None:
     """The shared worker still takes jobs (it is not stuck in a batch's parse)."""
     assert ledger.ingest.worker().submit(lambda: 42).result(timeout=HANG_SECONDS) == 42
@@ -932,12 +941,7 @@ def test_several_threads_check_split_batches_at_once(monkeypatch: pytest.MonkeyP
         except BaseException as error:  # reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=check_again, args=(t,), daemon=True) for t in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(HANG_SECONDS)
-    assert not any(thread.is_alive() for thread in threads), "a thread hangs"
+    run_threads([threading.Thread(target=check_again, args=(t,), daemon=True) for t in range(4)])
     assert errors == [] and failures == []
     assert_worker_free()
 
