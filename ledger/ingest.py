@@ -339,9 +339,9 @@ class _Slices:
                 raise
             self._shared = False  # it takes no new work (the interpreter is exiting)
             return
-        self._sharing = sharing = _Sharing(write_end, read_end, done, started, parsing)
+        self._sharing = sharing = _Sharing(write_end, read_end, done, parsing)
         self._send(sharing)
-        sharing.started.wait(_HAND_OVER_SECONDS)  # it needs the GIL to start: wait while it does
+        started.wait(_HAND_OVER_SECONDS)  # it needs the GIL to start: wait while it does
 
     def _send(self, sharing: _Sharing) -> None:
         """Send the worker added slices, to keep it up to _AHEAD slices ahead of its parse."""
@@ -439,7 +439,6 @@ class _Sharing:
     write_end: int  # a byte a slice, then one that ends them
     read_end: int
     done: np.ndarray  # (1,) int64: the worker has parsed every slice before this one
-    started: threading.Event
     parsing: Future[None]
 
 
